@@ -179,8 +179,17 @@ def _slot_key(slot: _Slot, index: int, granularity: str) -> tuple:
         return ("stage-output", slot.stage)
     if granularity == "block":
         return ("own", index) if slot.kind == "stem" else ("block", slot.block, slot.base_width)
-    stage = 0 if slot.kind == "stem" else slot.stage
-    return ("stage", stage, slot.base_width)
+    return ("stage", slot.stage, slot.base_width)
+
+
+def _decision_name(key: tuple, slot: _Slot) -> str:
+    if key[0] == "stage":
+        return f"stage{slot.stage}"
+    if key[0] == "stage-output":
+        return f"stage{slot.stage}.out"
+    if key[0] == "block":
+        return slot.name.rsplit(".", 1)[0]
+    return slot.name
 
 
 def _candidates_for(base_width: int, widths: Sequence[int] | None, multipliers: Sequence[float] | None) -> tuple:
@@ -204,7 +213,8 @@ def _assign_decisions(
         if key not in keys:
             keys[key] = len(decisions)
             candidates = _candidates_for(slot.base_width, widths, multipliers)
-            decisions.append(Decision(slot.name, slot.base_width, candidates, _meta_width(candidates, meta)))
+            name = _decision_name(key, slot)
+            decisions.append(Decision(name, slot.base_width, candidates, _meta_width(candidates, meta)))
         slot_decision.append(keys[key])
     return slot_decision, tuple(decisions)
 
