@@ -249,7 +249,9 @@ def _resnet_slots(model: str) -> tuple[list[_Slot], list[tuple[int, int, int]], 
 
 
 # MobileNetV2 (t, c, n, s) rows, the standard 1.0 configuration.
-_MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+_MBV2_SETTINGS = (
+    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
+)
 
 
 def build_layout(
