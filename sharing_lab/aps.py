@@ -110,6 +110,7 @@ class APSConv2d(nn.Module):
             self.weight.normal_(0.0, math.sqrt(2.0 / fan_out), generator=generator)
         affine = bn_mode == "per_candidate_affine"
         self.bns = nn.ModuleList(nn.BatchNorm2d(width, affine=affine) for width in out_side.widths)
+        self.capture_kernel, self.last_kernel = False, None  # set by probes that need ∇ of the candidate kernel
 
     def kernel(self, i: int, o: int) -> torch.Tensor:
         """The candidate kernel W^{i,o} (Eq. 2)."""
@@ -117,6 +118,8 @@ class APSConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, i: int, o: int) -> torch.Tensor:
         kernel = self.kernel(i, o)
+        if self.capture_kernel:
+            self.last_kernel = kernel
         if self.depthwise:
             y = F.conv2d(x, kernel, None, self.stride, self.kernel_size // 2, groups=kernel.shape[0])
         elif self.kernel_size == 1:
@@ -158,9 +161,13 @@ class APSLinear(nn.Module):
         with torch.no_grad():
             self.weight.uniform_(-bound, bound, generator=generator)
             self.bias.uniform_(-bound, bound, generator=generator)
+        self.capture_kernel, self.last_kernel = False, None
 
     def forward(self, x: torch.Tensor, i: int) -> torch.Tensor:
-        return F.linear(x, candidate_kernel(self.weight, self.out_side, 0, self.in_side, i), self.bias)
+        kernel = candidate_kernel(self.weight, self.out_side, 0, self.in_side, i)
+        if self.capture_kernel:
+            self.last_kernel = kernel
+        return F.linear(x, kernel, self.bias)
 
     def sides(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.out_side.matrices, self.in_side.matrices

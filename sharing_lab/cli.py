@@ -105,6 +105,201 @@ def theorem(samples, seed, as_json) -> None:
         sys.exit(1)
 
 
+def _progress() -> bool:
+    return sys.stderr.isatty()
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@cli.command("run-search")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="TOML configuration file.")
+@click.option("--scheme", help="Sharing scheme: ordinal, independent, overlap:<alpha>, transitionary.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (TOML value).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--name", help="Run name (default: model-data-scheme-seed-time).")
+@click.option("--seed", type=int)
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--resume", "resume_dir", type=click.Path(), help="Continue the stopped run in this directory.")
+def run_search(config_file, scheme, overrides, out, name, seed, device, resume_dir) -> None:
+    """Run one channel number search (default: the embedded digits search, minutes on a CPU)."""
+    import shutil
+    import signal
+    from pathlib import Path
+
+    from . import config as cfgmod
+    from . import rundir
+    from .search import Search
+
+    config = cfgmod.load_toml(config_file) if config_file else cfgmod.Config()
+    overrides = list(overrides)
+    if scheme:
+        overrides.append(f"sharing.scheme={scheme}")
+    if seed is not None:
+        overrides.append(f"seed={seed}")
+    if device:
+        overrides.append(f"device={device}")
+    config = cfgmod.apply_overrides(config, overrides)
+    if resume_dir:
+        run_dir = Path(resume_dir)
+        saved, _ = rundir.read_config(run_dir)
+        if config_file or overrides:
+            changed = cfgmod.differences(saved, config)
+            if changed:
+                raise InputError(f"--resume {run_dir}: the given options change {', '.join(changed)} "
+                                 "from the run's config.json; resume without them")
+        config = saved
+        if (run_dir / rundir.SUMMARY).exists():
+            raise InputError(f"run {run_dir} has already finished")
+    else:
+        run_dir = None
+    stop = {"requested": False}
+
+    def request_stop(signum, frame) -> None:
+        stop["requested"] = True
+        _log("stop requested: finishing the current epoch, then writing a checkpoint")
+
+    search_dir, search = run_dir, None
+    if search_dir is None:
+        search_dir = rundir.create(out, name or rundir.default_name(config), config,
+                                   {"bn_evaluation": "recalibrated"})
+        try:
+            search = Search(config, search_dir, log=_log, progress=_progress())
+        except BaseException:
+            shutil.rmtree(search_dir, ignore_errors=True)  # only the directory this call just made
+            raise
+    else:
+        search = Search(config, search_dir, log=_log, progress=_progress())
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    try:
+        summary = search.run(stop_requested=lambda: stop["requested"])
+    except KeyboardInterrupt:
+        _fail(f"stopped at epoch {search.epoch}; resume with: sharing-lab run-search --resume {search_dir}", 130)
+    exported = summary["exported"]
+    click.echo(f"run directory: {search_dir}")
+    click.echo(f"exported architecture: {summary['export_path']} (widths {exported['widths']}, "
+               f"{exported['macs'] / 1e6:.3f}M MACs, val acc {exported['acc']:.3f})")
+    click.echo(f"records: {search_dir}/{{scalars,probs,archs,layers,pairs}}/*.parquet "
+               "(read with sharing_lab.read_table)")
+    click.echo(f"plot it: sharing-lab plot all {search_dir.parent}")
+
+
+def _load_search(run_dir: str):
+    from pathlib import Path
+
+    from . import rundir
+    from .search import Search
+
+    config, _ = rundir.read_config(run_dir)
+    search = Search(config, Path(run_dir), log=_log)
+    state = rundir.load_checkpoint(Path(run_dir), _log)
+    if state is None:
+        raise InputError(f"run {run_dir} has no checkpoint yet")
+    search.load_state_dict(state)
+    return search
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--top", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def beam(run_dir, top, as_json) -> None:
+    """The top-N architectures of a run by the controller's sequence likelihood."""
+    from .controller import beam_search
+
+    search = _load_search(run_dir)
+    rows = []
+    for rank, (arch, log_prob) in enumerate(beam_search(search.controller, top, search.flops_left)):
+        widths = search.layout.widths_of(arch)
+        rows.append({"rank": rank, "widths": list(widths), "macs": search.macs(arch), "log_prob": log_prob})
+    if as_json:
+        click.echo(json.dumps({"run": str(run_dir), "top": rows}))
+        return
+    for row in rows:
+        click.echo(f"{row['rank']:>3}  log p {row['log_prob']:9.3f}  {row['macs'] / 1e6:9.3f}M MACs  "
+                   f"{','.join(map(str, row['widths']))}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--rank", type=click.IntRange(min=0), help="Export the beam row of this rank instead of the pick.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write here instead of RUN_DIR/arch.json.")
+def export(run_dir, rank, out_file) -> None:
+    """Write a run's chosen architecture as JSON (model, widths, MACs) for the plain-network builder."""
+    from pathlib import Path
+
+    from .export import export_payload, load_export
+    from .fileio import atomic_write_json
+    from .layout import build_layout
+    from .records import read_table
+    from .rundir import read_config
+
+    config, _ = read_config(run_dir)
+    layout, widths, payload = load_export(run_dir)
+    if rank is not None:
+        beams = read_table(run_dir, "archs").query("source == 'beam'")
+        if "rank" not in beams or rank not in set(beams["rank"]):
+            raise InputError(f"run {run_dir} has no beam row of rank {rank}")
+        row = beams[beams["rank"] == rank].iloc[-1]
+        widths = [int(w) for w in row["widths"].split(",")]
+        layout = build_layout(payload["model"], payload["granularity"], num_classes=payload["num_classes"],
+                              in_channels=payload["in_channels"], image_size=payload["image_size"])
+        payload = export_payload(layout, widths, run=Path(run_dir).name, acc=float(row["acc"]),
+                                 log_prob=float(row["log_prob"]), rank=rank)
+    target = Path(out_file) if out_file else Path(run_dir) / "arch.json"
+    if out_file and target.exists():
+        raise InputError(f"{target} already exists")
+    atomic_write_json(target, payload)
+    click.echo(f"{target}: {payload['model']} widths {','.join(map(str, widths))}, {payload['macs']:,} MACs")
+
+
+@cli.command("retrain")
+@click.argument("source", type=click.Path())
+@click.option("--top", type=click.IntRange(min=1), help="Retrain the top-N beam architectures of a run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (retrain.*).")
+@click.option("--out", default="runs", show_default=True, help="Where a new run is made for an ARCH_JSON source.")
+@click.option("--name", help="Run name for an ARCH_JSON source.")
+def retrain_command(source, top, overrides, out, name) -> None:
+    """Train a searched architecture (RUN_DIR or ARCH_JSON) from scratch; record into the run's tables."""
+    from pathlib import Path
+
+    from . import config as cfgmod
+    from . import rundir
+    from .data import load_data
+    from .export import load_export
+    from .records import RecordWriter, read_table
+    from .retrain import retrain
+    from .search import resolve_device
+
+    path = Path(source)
+    jobs = []
+    if path.is_dir():
+        config, _ = rundir.read_config(path)
+        config = cfgmod.apply_overrides(config, list(overrides))
+        layout, widths, payload = load_export(path)
+        if top:
+            beams = read_table(path, "archs").query("source == 'beam'").sort_values("log_prob", ascending=False)
+            for rank, row in enumerate(beams.head(top).itertuples()):
+                jobs.append(([int(w) for w in row.widths.split(",")], float(row.log_prob), rank))
+        else:
+            jobs.append((widths, float(payload.get("log_prob", float("nan"))), 0))
+        run_dir = path
+    else:
+        layout, widths, payload = load_export(path)
+        config = cfgmod.apply_overrides(cfgmod.Config(), list(overrides))
+        run_dir = rundir.create(out, name or f"retrain-{path.stem}", config, {"source": str(path)})
+        jobs.append((widths, float(payload.get("log_prob", float("nan"))), 0))
+    data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size)
+    parts = [int(p.stem.split("-")[1]) for p in run_dir.glob("*/part-*.parquet")]
+    writer = RecordWriter(run_dir, run_dir.name, next_part=max(parts, default=-1) + 1)
+    for widths, log_prob, rank in jobs:
+        retrain(layout, widths, config, data, resolve_device(config.device), writer, log=_log,
+                progress=_progress(), log_prob=log_prob, rank=rank)
+    click.echo(f"records: {run_dir}/archs (source=retrain)")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group, turning bad input into one line and exit status 2."""
     try:

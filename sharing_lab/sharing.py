@@ -203,7 +203,7 @@ def transition_step(
         targets = ([*P] if update_P else []) + ([*Q] if update_Q else [])
         for target, grad in zip(targets, grads):
             target.copy_(normalize_columns(target - tau * grad))
-    return float(value)
+    return float(value.detach())
 
 
 def random_semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:

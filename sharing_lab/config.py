@@ -1,0 +1,240 @@
+"""Typed, frozen run configuration: defaults, TOML files, ``--set key=value`` overrides, JSON round trip.
+
+The defaults are the embedded search (digits, CPU, transitionary sharing), calibrated as recorded in the
+README's calibration section and ``../shared/notes/digits-calibration.md``. Paper-scale presets live in
+``analyses/presets/*.toml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "resnet20"
+    widths: tuple[int, ...] | None = (4, 8, 12, 16)  # candidate widths of every decision (CIFAR convention)
+    multipliers: tuple[float, ...] | None = None  # or candidates = multiplier × base width (ImageNet convention)
+    granularity: str | None = "stage"  # conv, block, stage, residual; None = the model's default
+    meta: str = "sum"  # meta width per decision: sum of candidates, max, or an integer
+    bn: str = "per_candidate"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    dir: str | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    reward_batch_size: int = 128  # held-out images per controller reward (notes: 256 on CIFAR)
+    eval_batch_size: int = 512
+    calibration_images: int = 2048  # training images per BN recalibration of an evaluated architecture
+    eval_images: int | None = None  # validation images per evaluated architecture (None: the whole split)
+    workers: int = 4  # DataLoader workers (ImageNet only)
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    epochs: int = 60
+    warmup_epochs: int = 20
+    flops_target: float | None = None  # MACs; None = unconstrained
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    lr_schedule: str = "cosine"  # cosine (per step, to 0) or step
+    lr_milestones: tuple[int, ...] = ()  # epochs of ×0.1 for the step schedule
+    controller_lr: float = 1.6e-4
+    controller_hidden: int = 100
+    entropy_weight: float = 4e-3
+    baseline_decay: float = 0.99
+    reward_beta: float = -0.1
+    eval_every: int = 10  # epochs between evaluations (and checkpoints)
+    eval_archs: int = 20
+    beam_top: int = 8
+    prob_samples: int = 32  # controller trajectories averaged for the recorded per-layer probabilities
+
+
+@dataclass(frozen=True)
+class SharingConfig:
+    scheme: str = "transitionary"
+    tau: float = 1e-5  # calibrated on digits: Φ falls gradually over the 40 search epochs (README)
+    transition_every: int = 1  # steps between Eq. 5 updates during the search phase
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    enabled: bool = True
+    every_steps: int = 0  # > 0: every that many steps; 0: at epoch ends (below) and at every evaluation
+    every_epochs: int = 2
+    align_archs: int = 4  # K sampled architectures for gradient alignment (Eq. 3)
+    probe_batch: int = 128
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    epochs: int = 40
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = True
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    probes: ProbeConfig = field(default_factory=ProbeConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda, cuda:N
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation; lists become tuples, ints are accepted for floats."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, key)
+            except InputError as error:
+                errors.append(str(error))
+        raise InputError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not fit {_name(annotation)}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise InputError(f"{key} must be a list, got {value!r}")
+        item = typing.get_args(annotation)[0]
+        return tuple(_coerce(v, item, key) for v in value)
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InputError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise InputError(f"{key} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported annotation {annotation!r}")
+
+
+def _name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _apply(config: Config, key: str, value: Any) -> Config:
+    parts = key.split(".")
+    if len(parts) == 1:
+        if parts[0] in SECTIONS or parts[0] not in _hints(Config):
+            raise InputError(f"unknown config key {key!r}")
+        return dataclasses.replace(config, **{key: _coerce(value, _hints(Config)[key], key)})
+    if len(parts) != 2 or parts[0] not in SECTIONS:
+        raise InputError(f"unknown config key {key!r}")
+    section_name, field_name = parts
+    section = getattr(config, section_name)
+    hints = _hints(type(section))
+    if field_name not in hints:
+        raise InputError(f"unknown config key {key!r}; {section_name} has: {', '.join(hints)}")
+    updated = dataclasses.replace(section, **{field_name: _coerce(value, hints[field_name], key)})
+    return dataclasses.replace(config, **{section_name: updated})
+
+
+def _flatten(mapping: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            items.extend(_flatten(value, f"{prefix}{key}."))
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def from_mapping(mapping: dict, base: Config | None = None) -> Config:
+    """Apply a nested mapping (TOML or JSON shape) over ``base`` (defaults if None); unknown keys are errors."""
+    config = base or Config()
+    for key, value in _flatten(mapping):
+        config = _apply(config, key, value)
+    return config
+
+
+def load_toml(path: str | Path, base: Config | None = None) -> Config:
+    """Read a TOML configuration file over ``base``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} does not exist")
+    try:
+        mapping = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"config file {path} is not valid TOML: {error}") from None
+    return from_mapping(mapping, base)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with a TOML value; a bare word that is not TOML is taken as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise InputError(f"--set needs key=value, got {text!r}")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        if raw.startswith(("[", "{", '"', "'")):
+            raise InputError(f"--set {key}: {raw!r} is not a valid TOML value") from None
+        value = raw
+    if raw.lower() in ("none", "null"):
+        value = None
+    return key, value
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    for text in overrides:
+        config = _apply(config, *parse_override(text))
+    return config
+
+
+def to_dict(config: Config) -> dict:
+    """Nested plain dict (tuples as lists), as saved in ``config.json``."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(mapping: dict) -> Config:
+    """Inverse of :func:`to_dict`."""
+    return from_mapping(mapping, Config())
+
+
+def differences(a: Config, b: Config) -> list[str]:
+    """Keys whose values differ between two configurations."""
+    flat_a, flat_b = dict(_flatten(to_dict(a))), dict(_flatten(to_dict(b)))
+    return [key for key in flat_a if flat_a[key] != flat_b.get(key)]

@@ -1,0 +1,192 @@
+"""The LSTM controller π(θ), its REINFORCE update and beam search (paper Section 2.1; ENAS-style, see notes).
+
+Input per decision: [embedding(previous action); one-hot(decision index); flops_left], with flops_left =
+(F_target − F_min(prefix)) / F_target, where F_min(prefix) is the MACs of the cheapest completion of the
+decisions taken so far (0 without a target). Two stacked LSTMCells, a linear head over candidates.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FlopsLeft = Callable[[Sequence[int]], float]
+
+
+def reward(accuracy: float, macs: float, target: float | None, beta: float = -0.1) -> float:
+    """MnasNet-style soft constraint (notes): acc if F ≤ F_target, else acc · (F / F_target)^β."""
+    if target is None or macs <= target:
+        return accuracy
+    return accuracy * (macs / target) ** beta
+
+
+@dataclass
+class Sample:
+    arch: tuple[int, ...]
+    log_prob: torch.Tensor  # Σ_l log π_l, differentiable when sampled with grad
+    entropy: torch.Tensor  # Σ_l H_l
+    probs: list[torch.Tensor]  # per decision softmax (for records)
+
+
+class Controller(nn.Module):
+    """Autoregressive policy over one candidate index per decision."""
+
+    def __init__(self, num_candidates: Sequence[int], hidden: int = 100, seed: int = 0) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.num_candidates = tuple(num_candidates)
+        self.max_candidates = max(self.num_candidates)
+        self.start_token = self.max_candidates
+        self.embedding = nn.Embedding(self.max_candidates + 1, hidden)
+        input_size = hidden + len(self.num_candidates) + 1
+        self.cells = nn.ModuleList([nn.LSTMCell(input_size, hidden), nn.LSTMCell(hidden, hidden)])
+        self.head = nn.Linear(hidden, self.max_candidates)
+        with torch.no_grad():
+            for parameter in self.parameters():
+                parameter.uniform_(-0.1, 0.1, generator=generator)
+            self.head.bias.zero_()
+        self.hidden = hidden
+
+    @property
+    def num_decisions(self) -> int:
+        return len(self.num_candidates)
+
+    def _initial_state(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        zeros = torch.zeros(1, self.hidden, device=self.head.weight.device)
+        return [(zeros, zeros) for _ in self.cells]
+
+    def step(self, state, previous: int, index: int, flops_left: float):
+        """Logits of decision ``index`` (masked to its candidates) and the next state."""
+        device = self.head.weight.device
+        one_hot = F.one_hot(torch.tensor([index], device=device), self.num_decisions).float()
+        extra = torch.tensor([[flops_left]], device=device)
+        x = torch.cat([self.embedding(torch.tensor([previous], device=device)), one_hot, extra], dim=1)
+        new_state = []
+        for cell, (h, c) in zip(self.cells, state):
+            h, c = cell(x, (h, c))
+            new_state.append((h, c))
+            x = h
+        logits = self.head(x)[0]
+        count = self.num_candidates[index]
+        if count < self.max_candidates:
+            logits = logits.masked_fill(torch.arange(self.max_candidates, device=device) >= count, float("-inf"))
+        return logits, new_state
+
+    def sample(
+        self, flops_left: FlopsLeft | None = None, generator: torch.Generator | None = None, greedy: bool = False
+    ) -> Sample:
+        """Sample an architecture (differentiable log-probability when grad is enabled)."""
+        state, previous, arch = self._initial_state(), self.start_token, []
+        log_prob, entropy, probs = 0.0, 0.0, []
+        for index in range(self.num_decisions):
+            left = flops_left(arch) if flops_left is not None else 0.0
+            logits, state = self.step(state, previous, index, left)
+            distribution = F.softmax(logits, dim=-1)
+            log_dist = F.log_softmax(logits, dim=-1)
+            if greedy:
+                action = int(distribution.argmax())
+            else:
+                action = int(torch.multinomial(distribution.detach().cpu(), 1, generator=generator))
+            log_prob = log_prob + log_dist[action]
+            entropy = entropy - (distribution * log_dist.masked_fill(distribution == 0, 0.0)).sum()
+            probs.append(distribution.detach())
+            arch.append(action)
+            previous = action
+        return Sample(tuple(arch), log_prob, entropy, probs)
+
+    def log_prob(self, arch: Sequence[int], flops_left: FlopsLeft | None = None) -> float:
+        """log π(arch): the sequence log-likelihood used to rank architectures."""
+        state, previous, total = self._initial_state(), self.start_token, 0.0
+        with torch.no_grad():
+            for index, action in enumerate(arch):
+                left = flops_left(list(arch[:index])) if flops_left is not None else 0.0
+                logits, state = self.step(state, previous, index, left)
+                total += float(F.log_softmax(logits, dim=-1)[action])
+                previous = action
+        return total
+
+
+class Reinforce:
+    """REINFORCE with an EMA baseline and an entropy bonus (notes, Controller and reward):
+    loss = −(Σ_l log π_l)(R − b) − β_ent Σ_l H_l;  b ← d·b + (1 − d)·R."""
+
+    def __init__(self, controller: Controller, lr: float, entropy_weight: float, baseline_decay: float) -> None:
+        self.controller = controller
+        self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)
+        self.entropy_weight = entropy_weight
+        self.baseline_decay = baseline_decay
+        self.baseline: float | None = None
+
+    def update(self, sample: Sample, value: float) -> float:
+        """One policy-gradient step for ``sample`` with reward ``value``; returns the advantage."""
+        if self.baseline is None:
+            self.baseline = value
+        advantage = value - self.baseline
+        loss = -sample.log_prob * advantage - self.entropy_weight * sample.entropy
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * value
+        return advantage
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "baseline": self.baseline}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.baseline = state["baseline"]
+
+
+@torch.no_grad()
+def beam_search(
+    controller: Controller, top: int, flops_left: FlopsLeft | None = None, max_expansions: int = 5000,
+    width: int | None = None,
+) -> list[tuple[tuple[int, ...], float]]:
+    """The ``top`` most likely architectures under the controller with their log-probabilities, best first.
+
+    First a best-first search over prefixes ordered by log-likelihood: every step adds a non-positive
+    log-probability, so complete sequences leave the queue in exact order of likelihood (the exact top-N).
+    A near-uniform policy makes that search exponential; after ``max_expansions`` it falls back to a
+    fixed-width beam (``width``, default max(16·top, 128) prefixes per decision), which is then approximate.
+    """
+    counter = itertools.count()
+    queue = [(-0.0, next(counter), (), controller._initial_state(), controller.start_token)]
+    results: list[tuple[tuple[int, ...], float]] = []
+    expansions = 0
+    while queue and len(results) < top:
+        negative, _, prefix, state, previous = heapq.heappop(queue)
+        if len(prefix) == controller.num_decisions:
+            results.append((prefix, -negative))
+            continue
+        expansions += 1
+        if expansions > max_expansions:
+            return _fixed_width_beam(controller, top, flops_left, width or max(16 * top, 128))
+        for action, score, new_state in _children(controller, prefix, state, previous, -negative, flops_left):
+            heapq.heappush(queue, (-score, next(counter), prefix + (action,), new_state, action))
+    return results
+
+
+def _children(controller: Controller, prefix, state, previous, score, flops_left):
+    index = len(prefix)
+    left = flops_left(list(prefix)) if flops_left is not None else 0.0
+    logits, new_state = controller.step(state, previous, index, left)
+    log_dist = F.log_softmax(logits, dim=-1)
+    return [(action, score + float(log_dist[action]), new_state) for action in range(controller.num_candidates[index])]
+
+
+def _fixed_width_beam(controller: Controller, top: int, flops_left: FlopsLeft | None, width: int):
+    beam = [((), 0.0, controller._initial_state(), controller.start_token)]
+    for _ in range(controller.num_decisions):
+        candidates = []
+        for prefix, score, state, previous in beam:
+            for action, new_score, new_state in _children(controller, prefix, state, previous, score, flops_left):
+                candidates.append((prefix + (action,), new_score, new_state, action))
+        candidates.sort(key=lambda item: -item[1])
+        beam = candidates[:width]
+    return [(prefix, score) for prefix, score, _, _ in beam[:top]]

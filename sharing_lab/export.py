@@ -1,0 +1,81 @@
+"""Export of a searched architecture as framework-free JSON, and loading it back as a plain network.
+
+The file holds the model name, the layout parameters needed to rebuild it (granularity, classes, input
+channels and resolution) and one width per decision, with its MACs and parameters. The authors' code has no
+such file (users paste widths by hand; see the notes).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import InputError
+from .fileio import atomic_write_json
+from .flops import count
+from .layout import Layout, build_layout
+from .plain import PlainNet, build_plain
+from .rundir import EXPORT
+
+FORMAT = "sharing-lab/arch-v1"
+
+
+def arch_record(search, arch: Sequence[int], source: str, acc: float, log_prob: float | None = None,
+                **extra) -> dict:
+    """One ``archs`` row (DESIGN §5) for architecture ``arch`` of a running search."""
+    widths = search.layout.widths_of(arch)
+    if log_prob is None:
+        log_prob = search.controller.log_prob(arch, search.flops_left)
+    return {"epoch": search.epoch, "source": source, "widths": ",".join(map(str, widths)),
+            "macs": search.macs(arch), "log_prob": float(log_prob), "acc": float(acc), **extra}
+
+
+def choose(rows: list[dict], target: float | None) -> dict:
+    """The paper's pick among the top-N (Section 5.3): the one closest to the FLOPs target, else the likeliest."""
+    if target is None:
+        return max(rows, key=lambda row: row["log_prob"])
+    return min(rows, key=lambda row: (abs(row["macs"] - target), -row["log_prob"]))
+
+
+def write_export(run_dir: Path, layout: Layout, row: dict) -> Path:
+    """Write ``arch.json`` for the architecture of an ``archs`` row."""
+    widths = [int(w) for w in row["widths"].split(",")]
+    path = Path(run_dir) / EXPORT
+    atomic_write_json(path, export_payload(layout, widths, run=Path(run_dir).name,
+                                           **{k: row[k] for k in ("acc", "log_prob") if k in row}))
+    return path
+
+
+def export_payload(layout: Layout, widths: Sequence[int], **extra) -> dict:
+    cost = count(layout, widths)
+    return {
+        "format": FORMAT, "model": layout.model, "granularity": layout.granularity,
+        "decisions": [d.name for d in layout.decisions], "widths": list(widths),
+        "num_classes": layout.num_classes, "in_channels": layout.in_channels, "image_size": layout.image_size,
+        "macs": cost.macs, "flops": cost.flops, "params": cost.params, **extra,
+    }
+
+
+def load_export(path: str | Path) -> tuple[Layout, list[int], dict]:
+    """Read an exported architecture (a file, or a run directory holding ``arch.json``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / EXPORT
+    if not path.is_file():
+        raise InputError(f"no exported architecture at {path}")
+    try:
+        payload = json.loads(path.read_text())
+        layout = build_layout(payload["model"], payload["granularity"], num_classes=payload["num_classes"],
+                              in_channels=payload["in_channels"], image_size=payload["image_size"])
+        widths = [int(w) for w in payload["widths"]]
+        layout.check_widths(widths)
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise InputError(f"{path} is not an exported architecture: {error}") from None
+    return layout, widths, payload
+
+
+def build_exported(path: str | Path) -> PlainNet:
+    """The plain network of an exported architecture, freshly initialised (for retraining from scratch)."""
+    layout, widths, _ = load_export(path)
+    return build_plain(layout, widths)

@@ -1,0 +1,90 @@
+"""The Parquet records of a run (DESIGN §5): one directory per table, each holding whole part files.
+
+A part is written to a temporary name and renamed, so a finished part is always complete and a killed run
+loses at most the rows not yet flushed. Parts are numbered by flush; a resumed run drops the parts written
+after its checkpoint (:meth:`RecordWriter.truncate`), so no row is duplicated.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InputError
+from .fileio import atomic_write
+
+SCHEMAS: dict[str, dict[str, pa.DataType]] = {
+    "scalars": {"step": pa.int64(), "epoch": pa.int64(), "name": pa.string(), "value": pa.float64()},
+    "layers": {"step": pa.int64(), "epoch": pa.int64(), "layer": pa.int64(), "phi": pa.float64(),
+               "cos_align": pa.float64(), "coupled_norm": pa.float64()},
+    "probs": {"step": pa.int64(), "epoch": pa.int64(), "layer": pa.int64(), "choice": pa.int64(),
+              "width": pa.int64(), "prob": pa.float64()},
+    "archs": {"epoch": pa.int64(), "source": pa.string(), "widths": pa.string(), "macs": pa.int64(),
+              "log_prob": pa.float64(), "acc": pa.float64()},
+    "pairs": {"step": pa.int64(), "epoch": pa.int64(), "layer": pa.int64(), "a": pa.int64(), "b": pa.int64(),
+              "phi_pair": pa.float64(), "cos": pa.float64()},
+}
+
+
+def _part_number(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+class RecordWriter:
+    """Buffers rows per table and writes them as part files ``<run>/<table>/part-<NNNNNN>.parquet``."""
+
+    def __init__(self, run_dir: str | Path, run_name: str, next_part: int = 0) -> None:
+        self.run_dir, self.run_name, self.next_part = Path(run_dir), run_name, next_part
+        self.buffers: dict[str, list[dict]] = {}
+
+    def add(self, table: str, rows: list[dict]) -> None:
+        """Queue rows (dicts) for ``table``; any table name works, the tables of DESIGN §5 get their schema."""
+        self.buffers.setdefault(table, []).extend(rows)
+
+    def flush(self) -> int:
+        """Write every non-empty buffer as one part file; returns the number of the next part."""
+        for table, rows in self.buffers.items():
+            if rows:
+                self._write(table, rows, self.next_part)
+        self.buffers = {}
+        self.next_part += 1
+        return self.next_part
+
+    def _write(self, table: str, rows: list[dict], part: int) -> None:
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "run", self.run_name)
+        fields = [pa.field("run", pa.string())]
+        for column in frame.columns[1:]:
+            required = SCHEMAS.get(table, {}).get(column)
+            fields.append(pa.field(column, required) if required is not None else None)
+        arrow = pa.Table.from_pandas(frame, preserve_index=False)
+        arrow = arrow.cast(pa.schema([f if f is not None else arrow.schema.field(i) for i, f in enumerate(fields)]))
+        path = self.run_dir / table / f"part-{part:06d}.parquet"
+        atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
+
+    def truncate(self) -> None:
+        """Delete parts numbered ``next_part`` or later (written after the checkpoint being resumed)."""
+        for table_dir in self.run_dir.iterdir():
+            if table_dir.is_dir():
+                for part in table_dir.glob("part-*.parquet"):
+                    if _part_number(part) >= self.next_part:
+                        part.unlink()
+
+
+def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
+    """The table ``name`` of a run as one pandas DataFrame (the union of its parts, in part order)."""
+    table_dir = Path(run_dir) / name
+    parts = sorted(table_dir.glob("part-*.parquet")) if table_dir.is_dir() else []
+    if not parts:
+        columns = ["run", *SCHEMAS.get(name, {})]
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+    frames = []
+    for part in parts:
+        try:
+            frames.append(pq.read_table(part).to_pandas())
+        except (pa.ArrowInvalid, OSError) as error:
+            raise InputError(f"record file {part} is corrupt: {error}") from None
+    return pd.concat(frames, ignore_index=True)
