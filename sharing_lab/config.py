@@ -75,9 +75,9 @@ class SharingConfig:
 class ProbeConfig:
     enabled: bool = True
     every_steps: int = 0  # > 0: every that many steps; 0: at epoch ends (below) and at every evaluation
-    every_epochs: int = 2
+    every_epochs: int = 5
     align_archs: int = 4  # K sampled architectures for gradient alignment (Eq. 3)
-    probe_batch: int = 128
+    probe_batch: int = 64
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,7 @@ class Search:
             acc = float((self.supernet(x, sample.arch).argmax(1) == y).float().mean())
         value = reward(acc, self.macs(sample.arch), self.target, self.config.search.reward_beta)
         self.reinforce.update(sample, value)
-        return value, float(sample.entropy)
+        return value, float(sample.entropy.detach())
 
     def _diverged(self, message: str) -> None:
         self.writer.flush()

@@ -186,24 +186,35 @@ def phi_code(P: Sequence[torch.Tensor], Q: Sequence[torch.Tensor]) -> torch.Tens
     return off_diagonal_l1(P) + off_diagonal_l1(Q)
 
 
+def side_level_grad(transforms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """∂/∂T^a of :func:`side_level`, in closed form: 2 (T Tᵀ) T^a + 2 T^a (T^{aᵀ} T^a), with T the concatenation.
+
+    (From ‖TᵀT‖²_F = ‖T Tᵀ‖²_F, whose gradient is 4 T Tᵀ T, and ‖T^{aᵀ}T^a‖²_F, whose gradient is 4 T^a T^{aᵀ} T^a.)
+    """
+    stacked = torch.cat(list(transforms), dim=1)
+    outer = stacked @ stacked.T
+    return [2.0 * (outer @ t + t @ (t.T @ t)) for t in transforms]
+
+
+@torch.no_grad()
 def transition_step(
     P: Sequence[torch.Tensor], Q: Sequence[torch.Tensor], tau: float, update_P: bool = True, update_Q: bool = True
 ) -> float:
     """One projected gradient step of Eq. 5 on one layer, in place: t ← Π_U(t − τ ∇_t Φ_l), column-wise.
 
-    Returns Φ_l before the step. A side whose flag is False (a fixed image input or class output) is held.
+    ∇_{P^o} Φ_l = (Σ_{i≤ĩ}‖Q^{iᵀ}Q^{ĩ}‖²_F) · ∇_{P^o}(Σ_{o≤õ}‖P^{oᵀ}P^{õ}‖²_F) (and symmetrically for Q), both
+    from the same P and Q (a simultaneous step). Returns Φ_l before the step. A side whose flag is False (a fixed
+    image input or class output) is held.
     """
-    leaves_P = [p.detach().clone().requires_grad_(update_P) for p in P]
-    leaves_Q = [q.detach().clone().requires_grad_(update_Q) for q in Q]
-    with torch.enable_grad():
-        value = phi(leaves_P, leaves_Q)
-        movable = [t for t in leaves_P + leaves_Q if t.requires_grad]
-        grads = torch.autograd.grad(value, movable) if movable else ()
-    with torch.no_grad():
-        targets = ([*P] if update_P else []) + ([*Q] if update_Q else [])
-        for target, grad in zip(targets, grads):
-            target.copy_(normalize_columns(target - tau * grad))
-    return float(value.detach())
+    level_P, level_Q = side_level(P), side_level(Q)
+    steps = []
+    if update_P:
+        steps += [(t, level_Q * g) for t, g in zip(P, side_level_grad(P))]
+    if update_Q:
+        steps += [(t, level_P * g) for t, g in zip(Q, side_level_grad(Q))]
+    for target, grad in steps:
+        target.copy_(normalize_columns(target - tau * grad))
+    return float(level_P * level_Q)
 
 
 def random_semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:

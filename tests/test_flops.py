@@ -87,11 +87,19 @@ def test_random_widths_match_flop_counter(model, granularity, image_size):
         assert (cost.macs, cost.params) == _measured(layout, widths), widths
 
 
-def test_widths_outside_the_candidates_match_flop_counter():
+@pytest.mark.parametrize(
+    "model, kwargs",
+    [
+        ("resnet20", {"granularity": "residual", "image_size": 30, "num_classes": 7, "in_channels": 1}),
+        ("resnet18", {"image_size": 200}),  # odd feature maps (25, 13, 7): ceil-mode sizes of strided convs
+        ("mobilenetv2", {"image_size": 50, "granularity": "conv"}),
+    ],
+)
+def test_widths_outside_the_candidates_and_odd_sizes_match_flop_counter(model, kwargs):
     # The closed form is for any width configuration, not only candidates (e.g. an exported architecture).
-    layout = build_layout("resnet20", granularity="residual", image_size=16, num_classes=7, in_channels=1)
+    layout = build_layout(model, **kwargs)
     rng = random.Random(11)
-    widths = [rng.randint(1, 20) for _ in layout.decisions]
+    widths = [rng.randint(1, 2 * d.base_width) for d in layout.decisions]
     cost = flops.count(layout, widths)
     assert (cost.macs, cost.params) == _measured(layout, widths)
 

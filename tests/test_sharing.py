@@ -123,6 +123,7 @@ def test_phi_of_random_semi_orthogonal_lies_between_independent_and_ordinal():
         ("overlap:1", (0, 0, 0, 0)),
         ("overlap:0", (0, 4, 12, 24)),
         ("overlap:0.25", (0, 3, 9, 18)),
+        ("overlap:0.3", (0, 2, 7, 15)),  # floor((1 - α) c_j): 2.8 → 2, 5.6 → 5, 8.4 → 8
     ],
 )
 def test_exact_schemes_give_identity_slices_at_offsets(spec, offsets):
