@@ -283,6 +283,18 @@ def test_transition_step_lowers_phi_and_keeps_unit_columns():
     assert end < 0.95 * start
 
 
+def test_side_level_grad_matches_autograd():
+    if not hasattr(sharing, "side_level_grad"):
+        pytest.skip("no closed-form side-level gradient in this version")
+    generator = torch.Generator().manual_seed(6)
+    transforms = [t.requires_grad_() for t in _random_transforms(7, (2, 3, 4), generator)]
+    expected = torch.autograd.grad(sharing.side_level(transforms), transforms)
+    got = sharing.side_level_grad([t.detach() for t in transforms])
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
 def test_transition_step_updates_in_place_along_the_projected_gradient():
     # One step by hand: t ← Π_U(t − τ ∇_t Φ) column-wise.
     P, Q = _transitionary_pair(seed=1)
