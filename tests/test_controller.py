@@ -75,7 +75,7 @@ def test_sample_log_prob_matches_sequence_log_likelihood():
     generator = torch.Generator().manual_seed(3)
     for _ in range(10):
         sample = controller.sample(_flops_left, generator)
-        assert float(sample.log_prob) == pytest.approx(controller.log_prob(sample.arch, _flops_left), abs=1e-5)
+        assert float(sample.log_prob.detach()) == pytest.approx(controller.log_prob(sample.arch, _flops_left), abs=1e-5)
 
 
 def test_log_probs_of_all_architectures_sum_to_one():
@@ -200,8 +200,8 @@ def test_forced_sample_helper_matches_controller_sampling():
     controller = _sharp_controller(scale=1.0)
     sample = controller.sample(_flops_left, torch.Generator().manual_seed(5))
     forced = _forced_sample(controller, sample.arch, _flops_left)
-    assert float(forced.log_prob) == pytest.approx(float(sample.log_prob), abs=1e-6)
-    assert float(forced.entropy) == pytest.approx(float(sample.entropy), abs=1e-6)
+    assert float(forced.log_prob.detach()) == pytest.approx(float(sample.log_prob.detach()), abs=1e-6)
+    assert float(forced.entropy.detach()) == pytest.approx(float(sample.entropy.detach()), abs=1e-6)
 
 
 def test_reinforce_repeated_updates_raise_log_prob_of_rewarded_architecture():
@@ -215,7 +215,7 @@ def test_reinforce_repeated_updates_raise_log_prob_of_rewarded_architecture():
     for _ in range(40):
         history.append(learner.update(_forced_sample(controller, punished, _flops_left), 0.0))
         history.append(learner.update(_forced_sample(controller, rewarded, _flops_left), 1.0))
-    assert all(adv > 0 for adv in history[3::2])  # rewarded: above the baseline after the first round
+    assert all(adv > 0 for adv in history[1::2])  # rewarded: above the baseline after the first round
     assert all(adv < 0 for adv in history[2::2])
     after_a = controller.log_prob(rewarded, _flops_left)
     after_b = controller.log_prob(punished, _flops_left)
