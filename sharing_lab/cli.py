@@ -130,7 +130,8 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
 
     from . import config as cfgmod
     from . import rundir
-    from .search import Search
+    from .evaluate import BN_EVALUATION
+    from .search import Search, resolve_device
 
     config = cfgmod.load_toml(config_file) if config_file else cfgmod.Config()
     overrides = list(overrides)
@@ -160,10 +161,11 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
         stop["requested"] = True
         _log("stop requested: finishing the current epoch, then writing a checkpoint")
 
+    cfgmod.check(config)
     search_dir, search = run_dir, None
     if search_dir is None:
-        search_dir = rundir.create(out, name or rundir.default_name(config), config,
-                                   {"bn_evaluation": "recalibrated"})
+        extra = {"seed": config.seed, "device": str(resolve_device(config.device)), "bn_evaluation": BN_EVALUATION}
+        search_dir = rundir.create(out, name or rundir.default_name(config), config, extra)
         try:
             search = Search(config, search_dir, log=_log, progress=_progress())
         except BaseException:
@@ -288,10 +290,21 @@ def retrain_command(source, top, overrides, out, name) -> None:
         run_dir = path
     else:
         layout, widths, payload = load_export(path)
-        config = cfgmod.apply_overrides(cfgmod.Config(), list(overrides))
-        run_dir = rundir.create(out, name or f"retrain-{path.stem}", config, {"source": str(path)})
+        base = cfgmod.Config()
+        if "data" in payload:  # retrain on the data the architecture was searched on, unless overridden
+            base = cfgmod.from_mapping({"data": payload["data"]}, base)
+        config = cfgmod.apply_overrides(base, list(overrides))
+        cfgmod.check(config)
         jobs.append((widths, float(payload.get("log_prob", float("nan"))), 0))
+        run_dir = None
     data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size)
+    if (data.in_channels, data.num_classes, data.image_size) != (layout.in_channels, layout.num_classes,
+                                                                 layout.image_size):
+        raise InputError(f"{source} is a {layout.in_channels}-channel {layout.image_size}x{layout.image_size} "
+                         f"{layout.num_classes}-class network; data {config.data.name!r} is "
+                         f"{data.in_channels}-channel {data.image_size}x{data.image_size} {data.num_classes}-class")
+    if run_dir is None:
+        run_dir = rundir.create(out, name or f"retrain-{path.stem}", config, {"source": str(path)})
     parts = [int(p.stem.split("-")[1]) for p in run_dir.glob("*/part-*.parquet")]
     writer = RecordWriter(run_dir, run_dir.name, next_part=max(parts, default=-1) + 1)
     for widths, log_prob, rank in jobs:

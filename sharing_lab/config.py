@@ -25,7 +25,7 @@ class ModelConfig:
     widths: tuple[int, ...] | None = (4, 8, 12, 16)  # candidate widths of every decision (CIFAR convention)
     multipliers: tuple[float, ...] | None = None  # or candidates = multiplier × base width (ImageNet convention)
     granularity: str | None = "stage"  # conv, block, stage, residual; None = the model's default
-    meta: str = "sum"  # meta width per decision: sum of candidates, max, or an integer
+    meta: str | int = "sum"  # meta width per decision: "sum" of candidates, "max", or an integer
     bn: str = "per_candidate"
 
 
@@ -232,6 +232,39 @@ def to_dict(config: Config) -> dict:
 def from_dict(mapping: dict) -> Config:
     """Inverse of :func:`to_dict`."""
     return from_mapping(mapping, Config())
+
+
+_AT_LEAST = {
+    "data.batch_size": 1, "data.reward_batch_size": 1, "data.eval_batch_size": 1, "data.calibration_images": 1,
+    "data.eval_images": 1, "data.workers": 0, "search.epochs": 1, "search.warmup_epochs": 0,
+    "search.controller_hidden": 1, "search.eval_every": 1, "search.eval_archs": 1, "search.beam_top": 1,
+    "search.prob_samples": 1, "sharing.transition_every": 1, "probes.every_steps": 0, "probes.every_epochs": 1,
+    "probes.align_archs": 2, "probes.probe_batch": 1, "retrain.epochs": 1, "retrain.batch_size": 1,
+    "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0, "sharing.tau": 0.0,
+    "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0,
+}
+_CHOICES = {"search.lr_schedule": ("cosine", "step")}
+
+
+def check(config: Config) -> None:
+    """Refuse values that fit their types but cannot run (checked before a run directory is made)."""
+    flat = dict(_flatten(to_dict(config)))
+    for key, low in _AT_LEAST.items():
+        value = flat[key]
+        if value is not None and value < low:
+            raise InputError(f"{key} must be at least {low}, got {value}")
+    for key, choices in _CHOICES.items():
+        if flat[key] not in choices:
+            raise InputError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+    if config.search.warmup_epochs > config.search.epochs:
+        raise InputError(f"search.warmup_epochs ({config.search.warmup_epochs}) exceeds search.epochs "
+                         f"({config.search.epochs})")
+    if not 0.0 <= config.search.baseline_decay < 1.0:
+        raise InputError(f"search.baseline_decay must be in [0, 1), got {config.search.baseline_decay}")
+    meta = config.model.meta
+    if not (meta in ("sum", "max") or (isinstance(meta, int) and meta > 0) or (isinstance(meta, str)
+                                                                             and meta.isdigit())):
+        raise InputError(f"model.meta must be 'sum', 'max' or a positive integer, got {meta!r}")
 
 
 def differences(a: Config, b: Config) -> list[str]:

@@ -27,8 +27,9 @@ def arch_record(search, arch: Sequence[int], source: str, acc: float, log_prob: 
     widths = search.layout.widths_of(arch)
     if log_prob is None:
         log_prob = search.controller.log_prob(arch, search.flops_left)
+    cost = count(search.layout, widths)
     return {"epoch": search.epoch, "source": source, "widths": ",".join(map(str, widths)),
-            "macs": search.macs(arch), "log_prob": float(log_prob), "acc": float(acc), **extra}
+            "macs": cost.macs, "log_prob": float(log_prob), "acc": float(acc), "params": cost.params, **extra}
 
 
 def choose(rows: list[dict], target: float | None) -> dict:
@@ -38,12 +39,14 @@ def choose(rows: list[dict], target: float | None) -> dict:
     return min(rows, key=lambda row: (abs(row["macs"] - target), -row["log_prob"]))
 
 
-def write_export(run_dir: Path, layout: Layout, row: dict) -> Path:
-    """Write ``arch.json`` for the architecture of an ``archs`` row."""
+def write_export(run_dir: Path, layout: Layout, row: dict, data: dict | None = None) -> Path:
+    """Write ``arch.json`` for the architecture of an ``archs`` row (``data``: the dataset it was searched on)."""
     widths = [int(w) for w in row["widths"].split(",")]
     path = Path(run_dir) / EXPORT
-    atomic_write_json(path, export_payload(layout, widths, run=Path(run_dir).name,
-                                           **{k: row[k] for k in ("acc", "log_prob") if k in row}))
+    extra = {k: row[k] for k in ("acc", "test_acc", "log_prob", "rank") if k in row}
+    if data is not None:
+        extra["data"] = data
+    atomic_write_json(path, export_payload(layout, widths, run=Path(run_dir).name, **extra))
     return path
 
 

@@ -29,6 +29,15 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
 }
 
 
+# Columns some rows of a table carry; every part gets them (null where absent) so that readers which take the
+# schema from one part (``pd.read_parquet(dir)``, DuckDB, polars) see every column.
+OPTIONAL: dict[str, dict[str, pa.DataType]] = {
+    "scalars": {"arch": pa.string()},
+    "archs": {"rank": pa.int64(), "test_acc": pa.float64(), "params": pa.int64()},
+    "layers": {"phi_code": pa.float64(), "name": pa.string()},
+}
+
+
 def _part_number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
@@ -56,12 +65,17 @@ class RecordWriter:
     def _write(self, table: str, rows: list[dict], part: int) -> None:
         frame = pd.DataFrame(rows)
         frame.insert(0, "run", self.run_name)
+        types = {**SCHEMAS.get(table, {}), **OPTIONAL.get(table, {})}
+        for column in OPTIONAL.get(table, {}):
+            if column not in frame:
+                frame[column] = None
         fields = [pa.field("run", pa.string())]
         for column in frame.columns[1:]:
-            required = SCHEMAS.get(table, {}).get(column)
-            fields.append(pa.field(column, required) if required is not None else None)
+            fields.append(pa.field(column, types[column]) if column in types else None)
         arrow = pa.Table.from_pandas(frame, preserve_index=False)
-        arrow = arrow.cast(pa.schema([f if f is not None else arrow.schema.field(i) for i, f in enumerate(fields)]))
+        fields = [f if f is not None else arrow.schema.field(i) for i, f in enumerate(fields)]
+        fields = [pa.field(f.name, pa.string()) if pa.types.is_null(f.type) else f for f in fields]
+        arrow = arrow.cast(pa.schema(fields))
         path = self.run_dir / table / f"part-{part:06d}.parquet"
         atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
 

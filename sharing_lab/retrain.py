@@ -53,7 +53,7 @@ def retrain(
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum, seen, step = loss_sum + float(loss) * y.numel(), seen + y.numel(), step + 1
+            loss_sum, seen, step = loss_sum + float(loss.detach()) * y.numel(), seen + y.numel(), step + 1
         net.eval()
         val_acc = accuracy(net, data.batches("val", 512, shuffle=False, drop_last=False, device=device,
                                              augment=False))

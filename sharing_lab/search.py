@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .config import Config
+from .config import Config, check
 from .controller import Controller, Reinforce, beam_search, reward
 from .data import load_data
 from .errors import InputError
@@ -56,6 +56,7 @@ class Search:
     def __init__(self, config: Config, run_dir: Path, log: Callable[[str], None] = print, progress: bool = False,
                  probes=None) -> None:
         self.config, self.run_dir, self.log, self.progress = config, Path(run_dir), log, progress
+        check(config)
         self.device = resolve_device(config.device)
         data_cfg, model_cfg, search_cfg = config.data, config.model, config.search
         self.data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size)
@@ -295,7 +296,9 @@ class Search:
         self.writer.add("archs", rows)
         self.writer.flush()
         chosen = choose(rows, self.target)
-        export_path = write_export(self.run_dir, self.layout, chosen)
+        data_cfg = self.config.data
+        export_path = write_export(self.run_dir, self.layout, chosen,
+                                   {"name": data_cfg.name, "dir": data_cfg.dir, "image_size": data_cfg.image_size})
         summary = {
             "run": self.run_dir.name, "epochs": cfg.epochs, "steps": self.step,
             "exported": {k: chosen[k] for k in ("widths", "macs", "acc", "test_acc", "log_prob")},
@@ -306,17 +309,12 @@ class Search:
         return summary
 
 
-def _meta(value: str):
-    return int(value) if value.isdigit() else value
+def _meta(value: str | int) -> str | int:
+    return int(value) if isinstance(value, int) or value.isdigit() else value
 
 
 def _validate(config: Config, layout, scheme) -> None:
     cfg = config.search
-    if cfg.epochs < 1 or not 0 <= cfg.warmup_epochs <= cfg.epochs:
-        raise InputError(f"need 0 <= search.warmup_epochs <= search.epochs and epochs >= 1, "
-                         f"got {cfg.warmup_epochs} and {cfg.epochs}")
-    if cfg.eval_every < 1 or cfg.eval_archs < 1 or cfg.beam_top < 1:
-        raise InputError("search.eval_every, search.eval_archs and search.beam_top must be at least 1")
     for decision in layout.decisions:
         needed = scheme.required_meta_width(decision.candidates)
         if decision.meta_width < needed:

@@ -234,10 +234,6 @@ def test_unknown_key_message_lists_the_section_fields():
         apply_overrides(Config(), ["search.epoch=3"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: model.meta is documented as 'sum, max, or an integer' (config.py, search._meta) but its field type is "
-    "str, so `--set model.meta=40` and TOML `meta = 40` raise InputError 'model.meta must be a string, got 40'; "
-    "only the quoted form `--set model.meta='\"40\"'` works"))
 def test_integer_meta_width_can_be_set_naturally(tmp_path):
     config = apply_overrides(Config(), ["model.meta=40"])
     assert str(config.model.meta) == "40"
