@@ -135,16 +135,23 @@ class APSConv2d(nn.Module):
 
     def transition(self, tau: float) -> float:
         """One Eq. 5 step on this layer's movable transforms; returns Φ_l before the step."""
-        return _transition(self.out_side, self.in_side, self.sides(), tau)
+        return _transition(self, tau)
 
 
-def _transition(out_side: TransformSet, in_side: TransformSet | None, sides, tau: float) -> float:
+def transition_plan(module: APSConv2d | APSLinear) -> tuple[list, list, bool, bool]:
+    """(P, Q, update_P, update_Q) of a layer for Eq. 5, releasing the slice offsets of the sides that move."""
+    out_side, in_side = module.out_side, module.in_side
     update_P = out_side.movable
     update_Q = in_side is not None and in_side.movable
     for side, moves in ((out_side, update_P), (in_side, update_Q)):
         if moves:
             side.release()
-    return transition_step(*sides, tau, update_P=update_P, update_Q=update_Q)
+    return (*module.sides(), update_P, update_Q)
+
+
+def _transition(module: APSConv2d | APSLinear, tau: float) -> float:
+    P, Q, update_P, update_Q = transition_plan(module)
+    return transition_step(P, Q, tau, update_P=update_P, update_Q=update_Q)
 
 
 class APSLinear(nn.Module):
@@ -174,4 +181,4 @@ class APSLinear(nn.Module):
 
     def transition(self, tau: float) -> float:
         """One Eq. 5 step on the classifier's Q^i; returns Φ_l before the step."""
-        return _transition(self.out_side, self.in_side, self.sides(), tau)
+        return _transition(self, tau)

@@ -70,12 +70,13 @@ def _limit(batches: Iterator, images: int | None) -> Iterator:
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module):
     """Run BatchNorm on batch statistics without updating any running statistic (momentum 0)."""
+    if "_batchnorms" not in model.__dict__:  # cached: this runs at every controller step
+        model.__dict__["_batchnorms"] = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = []
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            saved.append((module, module.momentum, module.training, module.num_batches_tracked.clone()))
-            module.momentum = 0.0
-            module.train()
+    for module in model.__dict__["_batchnorms"]:
+        saved.append((module, module.momentum, module.training, module.num_batches_tracked.clone()))
+        module.momentum = 0.0
+        module.train()
     try:
         yield
     finally:

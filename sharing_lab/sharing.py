@@ -144,8 +144,17 @@ def get_scheme(spec: str) -> SharingScheme:
 
 
 def normalize_columns(matrix: torch.Tensor) -> torch.Tensor:
-    """Π_U of Eq. 5: scale every column to unit l2 norm."""
-    return matrix / matrix.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    """Π_U of Eq. 5: scale every column to unit l2 norm (the last two dims are rows × columns)."""
+    return matrix / matrix.norm(dim=-2, keepdim=True).clamp_min(1e-12)
+
+
+def _gram_blocks(transforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, list[slice]]:
+    stacked = torch.cat(list(transforms), dim=1)
+    bounds, start = [], 0
+    for t in transforms:
+        bounds.append(slice(start, start + t.shape[1]))
+        start += t.shape[1]
+    return stacked, stacked.T @ stacked, bounds
 
 
 def side_level(transforms: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -154,10 +163,8 @@ def side_level(transforms: Sequence[torch.Tensor]) -> torch.Tensor:
     Computed from the Gram matrix G of the concatenated transforms: Σ_{a≤b} = (‖G‖²_F + Σ_a ‖G_aa‖²_F) / 2,
     so the cost is one matrix product instead of a loop over pairs.
     """
-    stacked = torch.cat(list(transforms), dim=1)
-    gram = stacked.T @ stacked
-    diagonal_blocks = sum((t.T @ t).square().sum() for t in transforms)
-    return 0.5 * (gram.square().sum() + diagonal_blocks)
+    _, gram, bounds = _gram_blocks(transforms)
+    return 0.5 * (gram.square().sum() + sum(gram[b, b].square().sum() for b in bounds))
 
 
 def phi(P: Sequence[torch.Tensor], Q: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -187,13 +194,18 @@ def phi_code(P: Sequence[torch.Tensor], Q: Sequence[torch.Tensor]) -> torch.Tens
 
 
 def side_level_grad(transforms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """∂/∂T^a of :func:`side_level`, in closed form: 2 (T Tᵀ) T^a + 2 T^a (T^{aᵀ} T^a), with T the concatenation.
+    """∂/∂T^a of :func:`side_level`, in closed form: 2 T (Tᵀ T^a) + 2 T^a (T^{aᵀ} T^a), T the concatenation.
 
-    (From ‖TᵀT‖²_F = ‖T Tᵀ‖²_F, whose gradient is 4 T Tᵀ T, and ‖T^{aᵀ}T^a‖²_F, whose gradient is 4 T^a T^{aᵀ} T^a.)
+    (‖TᵀT‖²_F has gradient 4 T TᵀT and ‖T^{aᵀ}T^a‖²_F has gradient 4 T^a T^{aᵀ}T^a; both read off the Gram G.)
     """
-    stacked = torch.cat(list(transforms), dim=1)
-    outer = stacked @ stacked.T
-    return [2.0 * (outer @ t + t @ (t.T @ t)) for t in transforms]
+    stacked, gram, bounds = _gram_blocks(transforms)
+    return [2.0 * (stacked @ gram[:, b] + t @ gram[b, b]) for t, b in zip(transforms, bounds)]
+
+
+def _level_and_grad(transforms: Sequence[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    stacked, gram, bounds = _gram_blocks(transforms)
+    level = 0.5 * (gram.square().sum() + sum(gram[b, b].square().sum() for b in bounds))
+    return level, [2.0 * (stacked @ gram[:, b] + t @ gram[b, b]) for t, b in zip(transforms, bounds)]
 
 
 @torch.no_grad()
@@ -206,15 +218,48 @@ def transition_step(
     from the same P and Q (a simultaneous step). Returns Φ_l before the step. A side whose flag is False (a fixed
     image input or class output) is held.
     """
-    level_P, level_Q = side_level(P), side_level(Q)
-    steps = []
-    if update_P:
-        steps += [(t, level_Q * g) for t, g in zip(P, side_level_grad(P))]
-    if update_Q:
-        steps += [(t, level_P * g) for t, g in zip(Q, side_level_grad(Q))]
+    level_P, grads_P = _level_and_grad(P) if update_P else (side_level(P), [])
+    level_Q, grads_Q = _level_and_grad(Q) if update_Q else (side_level(Q), [])
+    steps = [(t, level_Q * g) for t, g in zip(P, grads_P)] + [(t, level_P * g) for t, g in zip(Q, grads_Q)]
     for target, grad in steps:
         target.copy_(normalize_columns(target - tau * grad))
     return float(level_P * level_Q)
+
+
+@torch.no_grad()
+def transition_layers(layers: Sequence[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], bool, bool]],
+                      tau: float) -> float:
+    """Eq. 5 on many layers at once, ``layers`` being (P, Q, update_P, update_Q) tuples; same result as
+    :func:`transition_step` per layer. Sides of equal shapes are batched (per-op overhead, not arithmetic,
+    dominates at the embedded scale). Returns the network Φ = Σ_l Φ_l before the step."""
+    sides = [side for P, Q, _, _ in layers for side in (P, Q)]
+    moves = [flag for _, _, update_P, update_Q in layers for flag in (update_P, update_Q)]
+    groups: dict[tuple, list[int]] = {}
+    for index, side in enumerate(sides):
+        groups.setdefault(tuple(tuple(t.shape) for t in side), []).append(index)
+    levels = [torch.zeros(())] * len(sides)
+    work = []
+    for members in groups.values():
+        stacked = torch.stack([torch.cat(list(sides[i]), dim=1) for i in members])
+        gram = stacked.transpose(1, 2) @ stacked
+        widths = [t.shape[1] for t in sides[members[0]]]
+        blocks = [slice(sum(widths[:a]), sum(widths[: a + 1])) for a in range(len(widths))]
+        level = 0.5 * (gram.square().sum((1, 2)) + sum(gram[:, b, b].square().sum((1, 2)) for b in blocks))
+        for row, index in enumerate(members):
+            levels[index] = level[row]
+        if any(moves[i] for i in members):
+            diagonal = torch.zeros_like(gram)
+            for b in blocks:
+                diagonal[:, b, b] = gram[:, b, b]
+            work.append((members, stacked, 2.0 * (stacked @ gram + stacked @ diagonal), blocks))
+    for members, stacked, grad, blocks in work:
+        partner = torch.stack([levels[i ^ 1] for i in members]).view(-1, 1, 1)  # P pairs with Q of its layer
+        updated = normalize_columns(stacked - tau * partner * grad)
+        for row, index in enumerate(members):
+            if moves[index]:
+                for target, b in zip(sides[index], blocks):
+                    target.copy_(updated[row, :, b])
+    return float(sum(levels[2 * layer] * levels[2 * layer + 1] for layer in range(len(layers))))
 
 
 def random_semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .aps import APSConv2d, APSLinear, TransformSet
+from .aps import APSConv2d, APSLinear, TransformSet, transition_plan
 from .layout import Block, Channels, ConvSpec, Layout
-from .sharing import SharingScheme, phi
+from .sharing import SharingScheme, phi, transition_layers
 
 
 class _SideFactory:
@@ -135,8 +135,11 @@ class Supernet(nn.Module):
         return [float(phi(*module.sides())) for _, module in self.aps_layers()]
 
     def transition(self, tau: float) -> float:
-        """One Eq. 5 step on every layer's movable transforms; returns the network Φ before the step."""
-        return sum(module.transition(tau) for _, module in self.aps_layers())
+        """One Eq. 5 step on every layer with movable transforms; returns the Φ of those layers before the step."""
+        if not hasattr(self, "_movable_layers"):
+            self._movable_layers = [m for _, m in self.aps_layers()
+                                    if m.out_side.movable or (m.in_side is not None and m.in_side.movable)]
+        return transition_layers([transition_plan(module) for module in self._movable_layers], tau)
 
     def batchnorms(self, arch: Sequence[int]) -> list[nn.BatchNorm2d]:
         """The BatchNorm modules that architecture ``arch`` uses."""
