@@ -313,6 +313,56 @@ def retrain_command(source, top, overrides, out, name) -> None:
     click.echo(f"records: {run_dir}/archs (source=retrain)")
 
 
+@cli.command()
+@click.argument("figure")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", default="figures", show_default=True, type=click.Path(file_okay=False))
+def plot(figure, paths, out_dir) -> None:
+    """Draw FIGURE (fig3 … fig8, theorem, rank, or all) as PNG and PDF from the records of the runs in PATHS."""
+    from pathlib import Path
+
+    from .plots import FIGURES, plot_all
+    from .plots import plot as draw
+
+    for path in paths:
+        if not Path(path).exists():
+            raise InputError(f"{path} does not exist")
+    if figure == "all":
+        written, skipped = plot_all([Path(p) for p in paths], Path(out_dir))
+        for path in written:
+            click.echo(f"wrote {path}")
+        for name, reason in skipped.items():
+            click.echo(f"skipped {name}: {reason}")
+        if not written:
+            raise InputError("no figure could be drawn from the given runs")
+        return
+    if figure not in FIGURES:
+        raise InputError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}, all")
+    for path in draw(figure, [Path(p) for p in paths], Path(out_dir)):
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel.")
+@click.option("--threads", type=click.IntRange(min=2), default=2, show_default=True, help="Threads per run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every run.")
+def recipe(names, scale, out, jobs, threads, overrides) -> None:
+    """Run analysis recipes (oit, overlap, tau, topn, all): the runs that feed the figures."""
+    from pathlib import Path
+
+    from .recipes import run_recipe
+
+    results = run_recipe(list(names), scale, Path(out), jobs, list(overrides), threads, _log)
+    failed = [name for name, status in results.items() if status != 0]
+    click.echo(f"{len(results) - len(failed)} of {len(results)} runs finished in {out}")
+    if failed:
+        _fail(f"runs failed: {', '.join(failed)} (see {out}/<name>.log)", 1)
+    click.echo(f"plot them: sharing-lab plot all {out} --out figures")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group, turning bad input into one line and exit status 2."""
     try:

@@ -1,0 +1,130 @@
+"""Analysis recipes: the sets of runs each figure needs (paper Section 5.2), embedded or at paper scale.
+
+A recipe is a list of jobs; a job is one ``sharing-lab run-search`` (name + ``--set`` overrides over a base
+configuration) optionally followed by ``sharing-lab retrain RUN --top N``. Jobs run as separate processes, a
+few at a time, so a recipe's runs can use several cores or GPUs. Existing finished runs are skipped, so an
+interrupted recipe can simply be started again.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+PRESETS = Path(__file__).resolve().parent.parent / "analyses" / "presets"
+
+# Embedded (digits, CPU) base settings. The O/I/T comparison runs longer than the default search so that
+# independent sharing, the hard case (DESIGN §3), trains too; see the README's calibration section.
+EMBEDDED_OIT = ["search.epochs=100", "search.warmup_epochs=40"]
+EMBEDDED_SHORT = ["search.epochs=60", "search.warmup_epochs=20"]
+EMBEDDED_TARGET = 4.5e5  # MACs, about half of the widest digits architecture (0.89M)
+PAPER_TARGET = 2.05e7  # the paper's ≈50% ResNet-20 target
+SCHEMES = ("ordinal", "independent", "transitionary")
+TAUS_EMBEDDED = (1e-4, 3e-5, 1e-5, 3e-6)
+TAUS_PAPER = (1e-6, 1e-7, 1e-8, 1e-9)
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    overrides: tuple[str, ...]
+    retrain_top: int = 0
+    config: str | None = None
+
+
+@dataclass
+class Recipe:
+    name: str
+    figures: tuple[str, ...]
+    jobs: list[Job] = field(default_factory=list)
+
+
+def _slug(text: str) -> str:
+    return text.replace(":", "").replace(".", "p").replace("-", "m")
+
+
+def recipes(scale: str = "embedded") -> dict[str, Recipe]:
+    """Every recipe at ``scale`` (``embedded``: digits on a CPU; ``paper``: CIFAR-10 ResNet-20 on a GPU)."""
+    if scale not in ("embedded", "paper"):
+        raise InputError(f"unknown scale {scale!r}; known: embedded, paper")
+    embedded = scale == "embedded"
+    config = None if embedded else str(PRESETS / "cifar10-resnet20.toml")
+    long, short = (EMBEDDED_OIT, EMBEDDED_SHORT) if embedded else ([], [])
+    target = EMBEDDED_TARGET if embedded else PAPER_TARGET
+    taus = TAUS_EMBEDDED if embedded else TAUS_PAPER
+    oit = Recipe("oit", ("fig4", "fig5"))
+    for scheme in SCHEMES:
+        for seed in (0, 1, 2):
+            oit.jobs.append(Job(f"oit-{scheme}-s{seed}", (*long, f"sharing.scheme={scheme}", f"seed={seed}"),
+                                config=config))
+    overlap = Recipe("overlap", ("fig3",))
+    for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
+        overlap.jobs.append(Job(f"overlap-{_slug(str(alpha))}", (*short, f"sharing.scheme=overlap:{alpha}"),
+                                config=config))
+    overlap.jobs.append(Job("overlap-transitionary", (*short, "sharing.scheme=transitionary"), config=config))
+    tau = Recipe("tau", ("fig6", "fig7"))
+    for value in taus:
+        tau.jobs.append(Job(f"tau-{value:g}", (*short, "sharing.scheme=transitionary", f"sharing.tau={value}"),
+                            config=config))
+    topn = Recipe("topn", ("fig8", "rank"))
+    for scheme in SCHEMES:
+        for constrained in (False, True):
+            extra = [f"search.flops_target={target}"] if constrained else []
+            label = "target" if constrained else "free"
+            topn.jobs.append(Job(f"topn-{scheme}-{label}", (*short, f"sharing.scheme={scheme}", *extra),
+                                 retrain_top=4 if embedded else 8, config=config))
+    table = {r.name: r for r in (oit, overlap, tau, topn)}
+    return table
+
+
+def _command(job: Job, out: Path, extra: list[str]) -> list[str]:
+    command = [sys.executable, "-m", "sharing_lab.cli", "run-search", "--out", str(out), "--name", job.name]
+    if job.config:
+        command += ["--config", job.config]
+    for override in (*job.overrides, *extra):
+        command += ["--set", override]
+    return command
+
+
+def run_job(job: Job, out: Path, extra: list[str], threads: int, log) -> tuple[str, int]:
+    """Run one job's search (unless finished) and its retraining; returns (name, exit status)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(threads, 2)))  # one thread crashes torch 2.13 CPU (DESIGN §3)
+    run_dir = out / job.name
+    logfile = out / f"{job.name}.log"
+    with open(logfile, "a") as handle:
+        if not (run_dir / "summary.json").exists():
+            command = _command(job, out, extra)
+            if (run_dir / "config.json").exists():
+                command = [sys.executable, "-m", "sharing_lab.cli", "run-search", "--resume", str(run_dir)]
+            log(f"start {job.name}")
+            status = subprocess.call(command, stdout=handle, stderr=handle, env=env)
+            if status != 0:
+                return job.name, status
+        if job.retrain_top and not (run_dir / "retrain.done").exists():
+            command = [sys.executable, "-m", "sharing_lab.cli", "retrain", str(run_dir), "--top", str(job.retrain_top)]
+            status = subprocess.call(command, stdout=handle, stderr=handle, env=env)
+            if status != 0:
+                return job.name, status
+            (run_dir / "retrain.done").write_text("done\n")
+    log(f"done  {job.name}")
+    return job.name, 0
+
+
+def run_recipe(names: list[str], scale: str, out: Path, jobs: int, extra: list[str], threads: int, log) -> dict:
+    """Run the named recipes' jobs, ``jobs`` at a time; returns {job name: exit status}."""
+    table = recipes(scale)
+    unknown = [n for n in names if n not in table and n != "all"]
+    if unknown:
+        raise InputError(f"unknown recipe {unknown[0]!r}; known: {', '.join(table)}, all")
+    selected = list(table) if "all" in names else names
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [job for name in selected for job in table[name].jobs]
+    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
+        results = list(pool.map(lambda job: run_job(job, out, extra, threads, log), todo))
+    return dict(results)
