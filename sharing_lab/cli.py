@@ -363,6 +363,40 @@ def recipe(names, scale, out, jobs, threads, overrides) -> None:
     click.echo(f"plot them: sharing-lab plot all {out} --out figures")
 
 
+@cli.command()
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--repeats", type=click.IntRange(min=3), default=20, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def bench(device, repeats, batch, as_json) -> None:
+    """Measure the APS step against a plain network, the Φ update, probe overhead and throughput."""
+    import tempfile
+    from pathlib import Path
+
+    from .bench import probe_overhead, run_benchmarks
+    from .search import resolve_device
+
+    resolved = resolve_device(device)
+    with tempfile.TemporaryDirectory() as scratch:
+        probes = probe_overhead(resolved, Path(scratch))
+    report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"])
+    report["probe_detail"] = probes
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads), "
+               f"ResNet-20 32x32 batch {batch}, random architectures")
+    click.echo(f"APS step (slicing, ordinal)    {report['aps_step_ms']:8.1f} ms   plain "
+               f"{report['plain_step_ms']:.1f} ms   ratio {report['step_ratio']:.3f}")
+    click.echo(f"APS step (einsum, transitionary){report['aps_step_einsum_ms']:7.1f} ms   ratio "
+               f"{report['step_ratio_einsum']:.3f}")
+    click.echo(f"Phi update (Eq. 5, all layers) {report['phi_update_ms']:8.2f} ms")
+    click.echo(f"controller step (19 decisions) {report['controller_step_ms']:8.2f} ms")
+    click.echo(f"images/s (APS step)            {report['images_per_s']:8.0f}")
+    click.echo(f"probe overhead (default search) {report['probe_overhead']:7.1%}")
+    click.echo(f"projected paper ResNet-20 search (600 epochs): {report['projected_paper_resnet20_search_h']:.1f} h")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the click group, turning bad input into one line and exit status 2."""
     try:

@@ -1,0 +1,147 @@
+"""Benchmarks of the search step on the user's machine (DESIGN §7): APS step against a plain network of the
+same widths, the Φ update, probe cost, throughput, and a projection of the paper's ResNet-20 search.
+
+Timings interleave the variants being compared and report medians, so background load affects both sides.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .controller import Controller, reward
+from .layout import build_layout
+from .plain import build_plain
+from .sharing import get_scheme
+from .supernet import Supernet
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _elapsed_ms(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1e3
+
+
+def _train_step(model, optimizer, x, y, arch=None) -> None:
+    logits = model(x, arch) if arch is not None else model(x)
+    loss = F.cross_entropy(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def step_ratio(scheme: str, device: torch.device, batch: int, image_size: int, repeats: int, seed: int = 0,
+               widths=(16, 32, 64, 96), model: str = "resnet20") -> dict:
+    """Median time of one training step of the APS supernet on random architectures against a plain network
+    with the same widths (fresh optimiser state per network, same batch)."""
+    layout = build_layout(model, widths=list(widths), image_size=image_size)
+    supernet = Supernet(layout, get_scheme(scheme), seed).to(device)
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    y = torch.randint(0, 10, (batch,), device=device)
+    archs = [supernet.sample_uniform(generator) for _ in range(repeats)]
+    plains = {}
+    aps_ms, plain_ms = [], []
+    for index, arch in enumerate(archs + archs[:2]):  # the first two of each are warm-up
+        widths_now = layout.widths_of(arch)
+        if widths_now not in plains:
+            net = build_plain(layout, widths_now).to(device)
+            plains[widths_now] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
+        net, plain_optimizer = plains[widths_now]
+        _train_step(net, plain_optimizer, x, y)  # warm the plain net's kernels for these shapes
+        a = _elapsed_ms(lambda arch=arch: _train_step(supernet, optimizer, x, y, arch), device)
+        p = _elapsed_ms(lambda net=net, opt=plain_optimizer: _train_step(net, opt, x, y), device)
+        if index >= 2:
+            aps_ms.append(a)
+            plain_ms.append(p)
+    aps, plain = statistics.median(aps_ms), statistics.median(plain_ms)
+    return {"scheme": scheme, "aps_ms": aps, "plain_ms": plain, "ratio": aps / plain,
+            "images_per_s": batch / (aps / 1e3)}
+
+
+def transition_ms(device: torch.device, repeats: int, widths=(16, 32, 64, 96)) -> float:
+    """Median time of one Eq. 5 step over every layer of a transitionary ResNet-20 supernet."""
+    supernet = Supernet(build_layout("resnet20", widths=list(widths)), get_scheme("transitionary")).to(device)
+    supernet.transition(1e-9)
+    return statistics.median(_elapsed_ms(lambda: supernet.transition(1e-9), device) for _ in range(repeats))
+
+
+def controller_step_ms(device: torch.device, repeats: int, decisions: int = 19, candidates: int = 4) -> float:
+    """Median time of a controller sample with gradient plus its REINFORCE update (no supernet forward)."""
+    controller = Controller([candidates] * decisions).to(device)
+    optimizer = torch.optim.Adam(controller.parameters(), lr=1e-4)
+
+    def step() -> None:
+        sample = controller.sample()
+        loss = -sample.log_prob * reward(0.5, 1.0, None)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return statistics.median(_elapsed_ms(step, device) for _ in range(repeats))
+
+
+def run_benchmarks(device: torch.device, repeats: int = 20, batch: int = 128, probe_overhead: float | None = None
+                   ) -> dict:
+    """Every benchmark number in one dict (keys at least ``step_ratio``, ``probe_overhead``, ``images_per_s``,
+    ``device``). ``probe_overhead`` is measured by the caller on a real search (it needs whole epochs)."""
+    exact = step_ratio("ordinal", device, batch, 32, repeats)
+    einsum = step_ratio("transitionary", device, batch, 32, repeats)
+    phi_ms = transition_ms(device, repeats)
+    controller_ms = controller_step_ms(device, repeats)
+    # Paper's CIFAR-10 ResNet-20 search: 25k weight images at batch 256 for 600 epochs (200 warm-up); each search
+    # step adds a controller step, its 256-image reward forward (≈ a third of a training step) and an Eq. 5 step.
+    steps_per_epoch = 25_000 // 256
+    scale = 256 / batch
+    train_s = einsum["aps_ms"] * scale / 1e3
+    search_step_s = train_s * (1 + 1 / 3) + (controller_ms + phi_ms) / 1e3
+    projected = steps_per_epoch * (200 * train_s + 400 * search_step_s)
+    return {
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
+        "step_ratio": exact["ratio"], "step_ratio_einsum": einsum["ratio"],
+        "aps_step_ms": exact["aps_ms"], "plain_step_ms": exact["plain_ms"],
+        "aps_step_einsum_ms": einsum["aps_ms"], "images_per_s": exact["images_per_s"],
+        "phi_update_ms": phi_ms, "controller_step_ms": controller_ms,
+        "probe_overhead": probe_overhead,
+        "projected_paper_resnet20_search_h": projected / 3600,
+    }
+
+
+def probe_overhead(device: torch.device, run_dir, epochs: int = 3) -> dict:
+    """Share of wall time the default probes add to the default embedded search at their default cadence.
+
+    Times warm-up epochs (the cheapest, so the share is an upper bound) and the probe's run, then divides the
+    probe's cost by the training time between two probe runs.
+    """
+    from .config import Config, apply_overrides
+    from .search import Search
+
+    config = apply_overrides(Config(), [f"device={device}"])
+    search = Search(config, run_dir, log=lambda message: None)
+    epoch_s, probe_s = [], []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        search._train_epoch()
+        epoch_s.append(time.perf_counter() - start)
+        search.epoch += 1
+        for probe in search.probes:
+            start = time.perf_counter()
+            probe.run(search._probe_context())
+            probe_s.append(time.perf_counter() - start)
+    every = config.probes.every_epochs
+    share = statistics.median(probe_s) / (every * statistics.median(epoch_s))
+    return {"probe_overhead": share, "probe_s": statistics.median(probe_s), "epoch_s": statistics.median(epoch_s),
+            "probe_every_epochs": every}
