@@ -1,0 +1,278 @@
+"""Runs that feed the figures: discovery under paths, recorded configuration, tables read lazily.
+
+Runs are told apart by what their ``config.json`` records (scheme, τ, FLOPs target, seed, …), never by the
+names of their directories. A run directory made by ``sharing-lab retrain ARCH_JSON`` (its ``config.json``
+names a ``source``) holds retraining records only and is marked ``kind = "retrain"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..records import SCHEMAS, read_table
+from ..rundir import CONFIG, read_config
+from ..sharing import get_scheme
+
+O_I_T = ("ordinal", "independent", "transitionary")
+META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau", "flops_target", "seed", "model",
+                "data", "epochs", "warmup_epochs")
+
+
+class MissingRuns(InputError):
+    """The given runs cannot feed a figure; the message says which runs are missing."""
+
+
+def find_run_dirs(paths: Iterable[str | Path], max_depth: int = 3) -> list[Path]:
+    """Run directories at or under ``paths``: a directory with ``config.json`` is a run; others are searched
+    down to ``max_depth`` levels. A path that does not exist is an error."""
+    found: list[Path] = []
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise InputError(f"{path} does not exist")
+        _walk(path, 0, max_depth, found)
+    unique: dict[Path, Path] = {}
+    for path in found:
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
+
+
+def _walk(path: Path, depth: int, max_depth: int, found: list[Path]) -> None:
+    if (path / CONFIG).is_file():
+        found.append(path)
+        return
+    if depth >= max_depth or not path.is_dir():
+        return
+    for child in sorted(path.iterdir()):
+        if child.is_dir() and not child.name.startswith("."):
+            _walk(child, depth + 1, max_depth, found)
+
+
+def _scheme(spec: str) -> tuple[str, str, float]:
+    """(canonical name, family, overlap α) of a scheme spec; unknown (user) schemes keep their spec."""
+    try:
+        scheme = get_scheme(spec)
+        name, alpha = scheme.name, float(scheme.overlap)
+    except ValueError:
+        name, alpha = spec, math.nan
+    return name, name.partition(":")[0], alpha
+
+
+class Run:
+    """One run directory: its configuration (``config``, ``payload``) and its tables, read on first use."""
+
+    def __init__(self, path: str | Path, id: int = 0) -> None:
+        self.path, self.id = Path(path), id
+        self.config, self.payload = read_config(self.path)
+        self.name = str(self.payload.get("run", self.path.name))
+        self.kind = "retrain" if "source" in self.payload else "search"
+        self.scheme, self.family, self.alpha = _scheme(self.config.sharing.scheme)
+        self._tables: dict[str, pd.DataFrame] = {}
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The table ``name`` (cached); schema columns get numeric dtypes even when the table is empty."""
+        if name not in self._tables:
+            frame = read_table(self.path, name)
+            for column in SCHEMAS.get(name, {}):
+                if column in frame and column not in ("run", "name", "source", "widths"):
+                    frame[column] = pd.to_numeric(frame[column], errors="coerce")
+            for column in ("name", "source", "widths"):
+                if column in frame:
+                    frame[column] = frame[column].astype(object)
+            self._tables[name] = frame
+        return self._tables[name]
+
+    def steps_per_epoch(self) -> float | None:
+        """Training steps per epoch, read off the per-epoch scalars (step = (epoch + 1) × steps per epoch)."""
+        scalars = self.table("scalars")
+        rows = scalars[scalars["name"] == "train_acc"]
+        if rows.empty:
+            return None
+        ratio = rows["step"] / (rows["epoch"] + 1)
+        return float(ratio.median()) if float(ratio.median()) > 0 else None
+
+    def meta(self) -> dict:
+        search, sharing = self.config.search, self.config.sharing
+        return {"id": self.id, "run": self.name, "path": str(self.path), "kind": self.kind, "scheme": self.scheme,
+                "family": self.family, "alpha": self.alpha, "tau": float(sharing.tau),
+                "flops_target": math.nan if search.flops_target is None else float(search.flops_target),
+                "seed": int(self.config.seed), "model": self.config.model.name, "data": self.config.data.name,
+                "epochs": int(search.epochs), "warmup_epochs": int(search.warmup_epochs)}
+
+    def __repr__(self) -> str:
+        return f"Run({self.name!r}, scheme={self.scheme!r}, path={str(self.path)!r})"
+
+
+class RunSet:
+    """A set of runs and their metadata table ``meta`` (one row per run; ``flops_target`` NaN = none)."""
+
+    def __init__(self, runs: Sequence[Run] = ()) -> None:
+        self.runs = list(runs)
+        self.meta = pd.DataFrame([run.meta() for run in self.runs], columns=list(META_COLUMNS))
+        self._by_id = {run.id: run for run in self.runs}
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | Path], max_depth: int = 3) -> RunSet:
+        return cls([Run(path, index) for index, path in enumerate(find_run_dirs(paths, max_depth))])
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs)
+
+    def __bool__(self) -> bool:
+        return bool(self.runs)
+
+    def __repr__(self) -> str:
+        return f"RunSet({len(self)} runs: {', '.join(self.schemes()) or 'none'})"
+
+    def run(self, id: int) -> Run:
+        return self._by_id[id]
+
+    def schemes(self) -> list[str]:
+        return sorted(set(self.meta["scheme"]))
+
+    def select(self, predicate: Callable[[Run], bool] | None = None, **equal) -> RunSet:
+        """Runs whose metadata equal the given values (None matches a missing value) and pass ``predicate``."""
+        keep = []
+        for run, row in zip(self.runs, self.meta.to_dict("records")):
+            if predicate is not None and not predicate(run):
+                continue
+            if all(_same(row[key], value) for key, value in equal.items()):
+                keep.append(run)
+        return RunSet(keep)
+
+    def group_by(self, column: str) -> dict:
+        """Runs grouped by a metadata column, keys sorted (a missing value becomes the key None)."""
+        groups: dict = {}
+        for run, value in zip(self.runs, self.meta[column]):
+            key = None if _missing(value) else (value.item() if isinstance(value, np.generic) else value)
+            groups.setdefault(key, []).append(run)
+        ordered = sorted(groups, key=lambda k: (k is not None, k if k is not None else 0))
+        return {key: RunSet(groups[key]) for key in ordered}
+
+    def by_scheme(self) -> dict[str, RunSet]:
+        return self.group_by("scheme")
+
+    def by_family(self) -> dict[str, RunSet]:
+        return self.group_by("family")
+
+    def by_tau(self) -> dict[float, RunSet]:
+        """Transitionary search runs grouped by their transition rate τ."""
+        return self.select(kind="search", family="transitionary").group_by("tau")
+
+    def by_flops_target(self) -> dict[float | None, RunSet]:
+        return self.group_by("flops_target")
+
+    def table(self, name: str) -> pd.DataFrame:
+        """The union of every run's table ``name`` with the run's metadata columns (``id`` tells runs apart)."""
+        frames = []
+        for run, row in zip(self.runs, self.meta.to_dict("records")):
+            frame = run.table(name)
+            if frame.empty:
+                continue
+            frame = frame.drop(columns=["run"], errors="ignore").assign(**row)
+            frames.append(frame)
+        if not frames:
+            return pd.DataFrame(columns=[*META_COLUMNS, *SCHEMAS.get(name, {})])
+        return pd.concat(frames, ignore_index=True)
+
+    def describe(self) -> str:
+        """Short text for messages: the schemes present (with counts), or 'no runs'."""
+        if not self.runs:
+            return "no runs"
+        counts = self.meta["scheme"].value_counts()
+        return ", ".join(f"{scheme}" + (f" ({n} runs)" if n > 1 else "") for scheme, n in sorted(counts.items()))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _same(actual, wanted) -> bool:
+    if wanted is None:
+        return _missing(actual)
+    if _missing(actual):
+        return False
+    if isinstance(wanted, float) or isinstance(actual, float):
+        return math.isclose(float(actual), float(wanted), rel_tol=1e-12)
+    return actual == wanted
+
+
+SETTING = ("model", "data", "epochs", "warmup_epochs")
+
+
+def settings(runs: RunSet) -> list[RunSet]:
+    """Runs split by setting (model, dataset, epochs, warm-up): only runs of one setting share an axis."""
+    groups: dict[tuple, list[Run]] = {}
+    for run, row in zip(runs.runs, runs.meta[list(SETTING)].itertuples(index=False)):
+        groups.setdefault(tuple(row), []).append(run)
+    return [RunSet(group) for _, group in sorted(groups.items(), key=lambda item: str(item[0]))]
+
+
+def comparison_runs(runset: RunSet, figure: str, families: Sequence[str] = O_I_T) -> dict[str, RunSet]:
+    """The search runs of each scheme family for an O/I/T comparison, or :class:`MissingRuns`.
+
+    One setting (model, dataset, epochs, warm-up) for all families: the one covering the most families, then
+    the most runs. Within it, runs without a FLOPs target are preferred (the paper's Section 5.2 searches are
+    unconstrained), else the most common target; for the transitionary family, the most common τ (ties: the
+    smallest), so that a panel averages seeds of one configuration only."""
+    search = runset.select(kind="search")
+    best: dict[str, RunSet] = {}
+    for subset in settings(search):
+        chosen = {family: _one_configuration(subset.select(family=family)) for family in families}
+        score = (sum(bool(r) for r in chosen.values()), sum(len(r) for r in chosen.values()))
+        if not best or score > (sum(bool(r) for r in best.values()), sum(len(r) for r in best.values())):
+            best = chosen
+    missing = [family for family in families if not best.get(family)]
+    if missing:
+        raise MissingRuns(f"{figure} needs search runs with schemes {', '.join(families)} (same model, data and "
+                          f"schedule); found: {search.describe()} (missing: {', '.join(missing)})")
+    return best
+
+
+def _one_configuration(runs: RunSet) -> RunSet:
+    if not runs:
+        return runs
+    unconstrained = runs.select(flops_target=None)
+    if unconstrained:
+        runs = unconstrained
+    else:
+        runs = largest(runs.group_by("flops_target"))
+    return most_common_tau(runs) if set(runs.meta["family"]) == {"transitionary"} else runs
+
+
+def largest(groups: dict) -> RunSet:
+    """The biggest group (the first of equals, groups in key order)."""
+    size = max(len(g) for g in groups.values())
+    return next(group for group in groups.values() if len(group) == size)
+
+
+def most_common_tau(runs: RunSet) -> RunSet:
+    groups = runs.group_by("tau")
+    return runs if len(groups) <= 1 else largest(groups)
+
+
+def tau_runs(runset: RunSet, figure: str) -> dict[float, RunSet]:
+    """Transitionary search runs grouped by τ (at least two rates), or :class:`MissingRuns`; one setting (the
+    one with the most rates), runs without a FLOPs target preferred."""
+    search = runset.select(kind="search")
+    best: dict[float, RunSet] = {}
+    for subset in settings(search.select(family="transitionary")):
+        unconstrained = subset.select(flops_target=None)
+        groups = (unconstrained if len(unconstrained.by_tau()) >= 2 else subset).by_tau()
+        if len(groups) > len(best):
+            best = groups
+    if len(best) < 2:
+        taus = sorted(set(search.select(family="transitionary").meta["tau"]))
+        found = ", ".join(f"τ={t:g}" for t in taus) or search.describe()
+        raise MissingRuns(f"{figure} needs transitionary search runs with at least two transition rates "
+                          f"(sharing.tau) and the same model, data and schedule; found: {found}")
+    return dict(sorted(best.items(), reverse=True))
