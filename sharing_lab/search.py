@@ -56,6 +56,7 @@ class Search:
     def __init__(self, config: Config, run_dir: Path, log: Callable[[str], None] = print, progress: bool = False,
                  probes=None) -> None:
         self.config, self.run_dir, self.log, self.progress = config, Path(run_dir), log, progress
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         check(config)
         self.device = resolve_device(config.device)
         data_cfg, model_cfg, search_cfg = config.data, config.model, config.search

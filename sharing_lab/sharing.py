@@ -183,7 +183,12 @@ def pair_level(P_o: torch.Tensor, P_o2: torch.Tensor, Q_i: torch.Tensor, Q_i2: t
 
 def phi_code(P: Sequence[torch.Tensor], Q: Sequence[torch.Tensor]) -> torch.Tensor:
     """The authors' code's sharing level for one layer: L1 norm of the off-diagonal Gram entries of the
-    concatenated P columns plus the same for Q (additive and unnormalised, unlike Eq. 4; see the notes)."""
+    concatenated P columns plus the same for Q (additive and unnormalised, unlike Eq. 4; see the notes).
+
+    The code keeps P/Q per (input, output) pair and sums over groups; with the paper's one transform per
+    candidate every group holds the same columns, so each side is counted once here (the code's value for a
+    layer is this one with each side multiplied by the number of candidates on the other side).
+    """
 
     def off_diagonal_l1(transforms: Sequence[torch.Tensor]) -> torch.Tensor:
         stacked = torch.cat(list(transforms), dim=1)

@@ -230,7 +230,7 @@ def test_fig8_top_n_without_and_with_target(runset):
     assert "no FLOPs target" in free.get_title() and "0.3M MACs" in constrained.get_title()
     assert _legend(free) == ["APS-O (2 seeds)", "APS-I (2 seeds)", "APS-T (2 seeds)"]
     assert _legend(constrained) == ["APS-O", "APS-I", "APS-T"]
-    assert np.allclose(free.get_lines()[1].get_xdata(), [1, 2, 3, 4, 5])  # the middle one is not dodged
+    assert np.allclose(free.containers[1].lines[0].get_xdata(), [1, 2, 3, 4, 5])  # the middle one is not dodged
     assert free.get_ylabel().startswith("test accuracy (%)")
     assert sum(isinstance(c, LineCollection) for c in free.collections) == 3  # ± std bars per scheme
 

@@ -37,7 +37,7 @@ def probe_points(runset: RunSet) -> pd.DataFrame:
         wide = wide.merge(summed, on=["id", "step"], how="left")
         wide["phi"] = wide["phi"].fillna(wide["phi_layers"])
     wide = wide[wide[["cos_align", "coupled_norm"]].notna().any(axis=1) & (wide["phi"] > 0)]
-    meta = runset.meta[["id", "scheme", "family", "warmup_epochs", "model", "data"]]
+    meta = runset.meta[["id", "scheme", "family", "epochs", "warmup_epochs", "model", "data"]]
     epochs = table.groupby(["id", "step"])["epoch"].max().reset_index()
     return wide.merge(meta, on="id").merge(epochs, on=["id", "step"], how="left")
 
@@ -59,8 +59,8 @@ def figure(runset: RunSet) -> Figure:
             if rows.empty:
                 continue
             color = scheme_color(scheme)
-            if scheme.startswith("transitionary"):  # snapshots: lighter early, darker late
-                shade = _progress(rows)
+            if scheme.startswith("transitionary"):  # snapshots: lighter early in a run, darker late
+                shade = ((rows["epoch"] + 1) / rows["epochs"]).clip(0, 1).to_numpy(dtype=float)
                 colors = [_blend(color, 0.35 + 0.65 * s) for s in shade]
             else:
                 colors = [color] * len(rows)
@@ -93,12 +93,6 @@ def _scheme_order(scheme: str) -> tuple:
     except ValueError:
         value = 0.0
     return rank, value, scheme
-
-
-def _progress(rows: pd.DataFrame) -> np.ndarray:
-    step = rows["step"].to_numpy(dtype=float)
-    span = step.max() - step.min()
-    return (step - step.min()) / span if span > 0 else np.ones_like(step)
 
 
 def _blend(color, weight: float):

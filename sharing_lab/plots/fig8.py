@@ -37,7 +37,8 @@ def _panel(ax: Axes, rows: pd.DataFrame, column: str, ylabel: str, title: str) -
         runs = part["id"].nunique()
         label = scheme_label(family).split(" ")[0] + (f" ({runs} seeds)" if runs > 1 else "")
         dodge = 0.09 * (index - (len(present) - 1) / 2)  # side by side so that the bars stay readable
-        ax.errorbar(curve["n"] + dodge, curve["mean"] * 100, yerr=curve["std"] * 100, color=scheme_color(family),
+        n, mean, std = (curve[c].to_numpy(dtype=float) for c in ("n", "mean", "std"))
+        ax.errorbar(n + dodge, mean * 100, yerr=std * 100, color=scheme_color(family),
                     marker="o", markersize=3.5, capsize=2.5, linewidth=1.3, elinewidth=1, label=label)
     ax.set(xlabel="N (top-N likeliest architectures)", ylabel=f"{ylabel}, mean ± std", title=title)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
