@@ -287,6 +287,20 @@ def test_theorem_figure(checks, monkeypatch):
     assert len(right.collections[0].get_offsets()) == 5  # overlap α = 0 … 1
 
 
+def test_random_transforms_are_semi_orthogonal_and_between_the_bounds():
+    import torch
+
+    side = theorem_module.random_transforms((2, 3), 6, torch.Generator().manual_seed(1))
+    assert [tuple(t.shape) for t in side] == [(6, 5, 2), (6, 5, 3)]
+    for t in side:
+        assert torch.allclose(t.transpose(1, 2) @ t, torch.eye(t.shape[2], dtype=t.dtype).expand(6, -1, -1))
+    values = theorem_module.random_phis(widths=(2, 3), draws=5)
+    ordinal, independent = theorem_module.scheme_phi("ordinal", (2, 3)), theorem_module.scheme_phi("independent",
+                                                                                                   (2, 3))
+    assert (ordinal, independent) == (pytest.approx(49.0), pytest.approx(25.0))  # (2+2+3)², (2+3)²
+    assert values.shape == (5,) and np.all((values > independent) & (values < ordinal))
+
+
 def test_plot_writes_png_and_pdf_from_paths(full, tmp_path):
     paths = plot("fig6", [full / "tau", full / "free"], tmp_path / "out")
     assert [p.name for p in paths] == ["fig6.png", "fig6.pdf"]

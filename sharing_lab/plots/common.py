@@ -104,7 +104,11 @@ def trend_panel(ax: Axes, groups: dict[str, RunSet], metric: str, ylabel: str, t
         draw_band(twin, phi, "x", "0.15", "Φ of APS-T (right)", linestyle=":", linewidth=1.5)
         if not phi.empty:
             twin.set_yscale("log")
-    twin.set_ylabel(f"{PHI_LABEL} of APS-T")
+    if twin.has_data():
+        twin.set_ylabel(f"{PHI_LABEL} of APS-T")
+    else:
+        twin.set_yticks([])
+        twin.set_ylabel("Φ of APS-T: no records", color="0.5")
     merged_legend(ax, twin, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=3)
     return twin
 

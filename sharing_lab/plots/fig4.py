@@ -24,6 +24,7 @@ def accuracy_panel(ax: Axes, runs: RunSet, title: str, legend: bool = True) -> N
     rows = scalars(runs, [name for name, _, _ in CURVES])
     if rows.empty:
         empty_panel(ax, "no accuracy records")
+        ax.set_xlim(0, max(runs.meta["epochs"], default=1))
     for name, label, line in CURVES:
         summary = mean_interval(rows[rows["name"] == name], "x")
         draw_band(ax, summary, "x", METRIC_COLORS[name], label, scale=100.0, clip=(0.0, 100.0), **line)

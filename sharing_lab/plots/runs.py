@@ -233,8 +233,11 @@ def comparison_runs(runset: RunSet, figure: str, families: Sequence[str] = O_I_T
             best = chosen
     missing = [family for family in families if not best.get(family)]
     if missing:
+        elsewhere = [family for family in missing if search.select(family=family)]
+        note = (f"; {', '.join(elsewhere)} only with another model, data or schedule (epochs, warm-up)"
+                if elsewhere else "")
         raise MissingRuns(f"{figure} needs search runs with schemes {', '.join(families)} (same model, data and "
-                          f"schedule); found: {search.describe()} (missing: {', '.join(missing)})")
+                          f"schedule); found: {search.describe()} (missing: {', '.join(missing)}{note})")
     return best
 
 
