@@ -186,7 +186,13 @@ class Search:
             values.update(reward=totals["reward"] / steps, baseline=self.reinforce.baseline,
                           entropy=totals["entropy"] / steps)
         self.add_scalars(values)
-        self.writer.add("probs", self.probability_rows())
+        rows = self.probability_rows()
+        self.writer.add("probs", rows)
+        expected = {}
+        for row in rows:
+            key = f"expected_width.{row['layer']}"
+            expected[key] = expected.get(key, 0.0) + row["width"] * row["prob"]
+        self.add_scalars(expected)
 
     def add_scalars(self, values: dict[str, float]) -> None:
         self.writer.add("scalars", [{"step": self.step, "epoch": self.epoch, "name": k, "value": float(v)}
