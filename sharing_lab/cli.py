@@ -133,7 +133,6 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
     from .evaluate import BN_EVALUATION
     from .search import Search, resolve_device
 
-    config = cfgmod.load_toml(config_file) if config_file else cfgmod.Config()
     overrides = list(overrides)
     if scheme:
         overrides.append(f"sharing.scheme={scheme}")
@@ -141,20 +140,22 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
         overrides.append(f"seed={seed}")
     if device:
         overrides.append(f"device={device}")
-    config = cfgmod.apply_overrides(config, overrides)
     if resume_dir:
         run_dir = Path(resume_dir)
         saved, _ = rundir.read_config(run_dir)
-        if config_file or overrides:
-            changed = cfgmod.differences(saved, config)
-            if changed:
-                raise InputError(f"--resume {run_dir}: the given options change {', '.join(changed)} "
-                                 "from the run's config.json; resume without them")
+        # Options given with --resume may repeat the run's own settings, never change them.
+        given = cfgmod.load_toml(config_file, base=saved) if config_file else saved
+        changed = cfgmod.differences(saved, cfgmod.apply_overrides(given, overrides))
+        if changed:
+            raise InputError(f"--resume {run_dir}: the given options change {', '.join(changed)} "
+                             "from the run's config.json; resume without them")
         config = saved
         if (run_dir / rundir.SUMMARY).exists():
             raise InputError(f"run {run_dir} has already finished")
     else:
         run_dir = None
+        config = cfgmod.load_toml(config_file) if config_file else cfgmod.Config()
+        config = cfgmod.apply_overrides(config, overrides)
     stop = {"requested": False}
 
     def request_stop(signum, frame) -> None:

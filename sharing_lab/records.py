@@ -80,9 +80,14 @@ class RecordWriter:
         atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
 
     def truncate(self) -> None:
-        """Delete parts numbered ``next_part`` or later (written after the checkpoint being resumed)."""
+        """Delete parts numbered ``next_part`` or later (written after the checkpoint being resumed) and the
+        temporary files of writes that a kill interrupted."""
+        for stale in self.run_dir.glob(".*.tmp"):
+            stale.unlink()
         for table_dir in self.run_dir.iterdir():
             if table_dir.is_dir():
+                for stale in table_dir.glob(".*.tmp"):
+                    stale.unlink()
                 for part in table_dir.glob("part-*.parquet"):
                     if _part_number(part) >= self.next_part:
                         part.unlink()

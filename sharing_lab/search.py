@@ -130,7 +130,7 @@ class Search:
             logits = self.supernet(x, arch)
             loss = F.cross_entropy(logits, y)
             if not torch.isfinite(loss):
-                self._diverged(f"loss is {float(loss)} at epoch {self.epoch}, step {self.step}")
+                self._diverged(f"loss is {float(loss.detach())} at epoch {self.epoch}, step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -165,9 +165,12 @@ class Search:
         return value, float(sample.entropy.detach())
 
     def _diverged(self, message: str) -> None:
-        self.writer.flush()
-        save_checkpoint(self.run_dir, self.state_dict())
-        raise TrainingDiverged(f"training diverged: {message}; last good state saved in {self.run_dir}")
+        """Stop on a non-finite loss. The rows of the unfinished epoch are dropped and the last checkpoint (an
+        epoch boundary, or the initial state) is kept as the last good state: the weights are already broken."""
+        state = load_checkpoint(self.run_dir, self.log)
+        epoch = state["epoch"] if state is not None else 0
+        raise TrainingDiverged(f"training diverged: {message}; the last good state (epoch {epoch}) is the checkpoint "
+                               f"in {self.run_dir} (lower search.lr before resuming)")
 
     def _probe_context(self) -> ProbeContext:
         return ProbeContext(self, self.step, self.epoch)
@@ -274,6 +277,8 @@ class Search:
             self.load_state_dict(state)
             self.log(f"resuming {self.run_dir} at epoch {self.epoch + 1}")
         self.writer.truncate()
+        if state is None:
+            save_checkpoint(self.run_dir, self.state_dict())  # the initial state: always a last good state
         cfg = self.config.search
         epochs = tqdm(range(self.epoch, cfg.epochs), initial=self.epoch, total=cfg.epochs, desc="search",
                       unit="epoch", disable=not self.progress)

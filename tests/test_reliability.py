@@ -317,7 +317,7 @@ def killed_after_third_checkpoint(tmp_path_factory) -> Path:
     """A run SIGKILLed right after its third checkpoint (epoch 3: the first search-phase epoch is done);
     ``checkpoint.prev.pt`` holds epoch 2. Tests work on copies."""
     out = tmp_path_factory.mktemp("killed")
-    proc = cli(*search_args(out), kill=(r"/checkpoint\.pt$", "after", 3))
+    proc = cli(*search_args(out), kill=(r"/checkpoint\.pt$", "after", 4))  # the initial checkpoint, then epochs 1-3
     assert_exit(proc, -signal.SIGKILL)
     run = out / NAME
     assert checkpoint_epoch(run) == 3 and checkpoint_epoch(run, "checkpoint.prev.pt") == 2
@@ -369,13 +369,6 @@ def test_resume_with_the_original_command_line_options_is_accepted(reference, ki
     assert_same_result(reference, run)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "repeating some of the run's own options is refused as if they changed keys they do not mention: "
-    "`--resume RUN --seed 0 --set search.epochs=6 --set data.name=synthetic` exits 2 with 'the given options change "
-    "model.widths, data.batch_size, ... from the run's config.json'. cli.run_search applies the overrides to the "
-    "default Config (or the --config file), not to the run's saved config, before diffing with config.json, so "
-    "every key the run set and the resume command does not repeat counts as changed (and is named in the error). "
-    "Applying them to the saved config would refuse only real changes"))
 def test_resume_repeating_some_of_the_runs_options_is_accepted(reference, killed_after_third_checkpoint, tmp_path):
     run = copy_run(killed_after_third_checkpoint, tmp_path)
     resume(run, "--seed", "0", *_sets(f"search.epochs={EPOCHS}", "data.name=synthetic"))
@@ -386,14 +379,14 @@ def test_resume_repeating_some_of_the_runs_options_is_accepted(reference, killed
 # a flush happens at every epoch end (eval_every=1), so part 3 is the end of epoch index 3 (the second search epoch)
 # and part 6 the beam rows of the final step; the N-th checkpoint holds epoch N.
 KILL_POINTS = {
-    # warm-up, the very first flush, before any checkpoint: the resume starts afresh over a stray temporary file
+    # warm-up, the very first flush, before any epoch checkpoint: the resume starts from the initial checkpoint
     "first-flush-before-any-checkpoint": (r"/scalars/part-000000\.parquet$", "before", 1),
     # search phase, mid-flush: the first table's part 3 is in place, the second one's only a temporary file
     "mid-flush": (r"/part-000003\.parquet$", "before", 2),
     # every part 3 written, checkpoint.pt rotated to checkpoint.prev.pt, the new checkpoint not yet renamed
-    "checkpoint-rotation": (r"/checkpoint\.pt$", "before", 4),
+    "checkpoint-rotation": (r"/checkpoint\.pt$", "before", 5),  # the initial checkpoint is write 1
     # the last checkpoint written (epoch 6), nothing of the final beam search / export yet
-    "after-last-checkpoint": (r"/checkpoint\.pt$", "after", EPOCHS),
+    "after-last-checkpoint": (r"/checkpoint\.pt$", "after", EPOCHS + 1),
     # beam rows flushed and arch.json written, summary.json (which marks the run finished) not
     "before-summary": (r"/summary\.json$", "before", 1),
 }
@@ -413,11 +406,6 @@ def test_sigkill_inside_a_write_then_resume_gives_the_same_records(point, refere
     assert_same_result(reference, run)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a write killed before its rename leaves its temporary file (.part-NNNNNN.parquet.*.tmp in a table directory, "
-    ".checkpoint.pt.*.tmp in the run directory) for good: RecordWriter.truncate() only deletes part-*.parquet and "
-    "nothing else removes stale *.tmp files on resume. Harmless to readers (dot files are ignored), but the "
-    "uninterrupted run leaves none and killed runs accumulate them (a checkpoint's is ~2 MB)"))
 @pytest.mark.slow
 def test_resume_removes_temporary_files_of_killed_writes(tmp_path):
     proc = cli(*search_args(tmp_path), kill=KILL_POINTS["mid-flush"])
@@ -549,11 +537,6 @@ def test_divergence_exits_2_with_an_error_and_keeps_config_and_checkpoint(diverg
     assert code == 2 and "already exists" in err, err
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "stderr is not one line: before the error line it carries a 3-line torch UserWarning 'Converting a tensor with "
-    "requires_grad=True to a scalar may lead to unexpected behavior' pointing at search.py:132, where "
-    "Search._train_epoch formats the loss with float(loss) on a tensor that requires grad (float(loss.detach()) "
-    "would not warn). DESIGN §4: errors are one clear line on stderr"))
 def test_divergence_stderr_is_the_error_line_alone(diverged):
     proc, _ = diverged
     assert_exit(proc, 2)
@@ -561,11 +544,6 @@ def test_divergence_stderr_is_the_error_line_alone(diverged):
     assert len(lines) == 1 and lines[0].startswith("error: training diverged"), proc.stderr
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the checkpoint written on divergence is not the last good state: Search._diverged saves the current state, "
-    "i.e. after the optimizer step that made the weights non-finite (with search.lr=1e30 the loss is NaN at step 2 "
-    "and all 23 conv/classifier weights in checkpoint.pt are inf/NaN). It also rotates the real last good "
-    "checkpoint (if any) to checkpoint.prev.pt, where the next checkpoint write would drop it"))
 def test_divergence_checkpoint_holds_finite_weights(diverged):
     proc, run = diverged
     assert_exit(proc, 2)
