@@ -322,12 +322,16 @@ def plot(figure, paths, out_dir) -> None:
     """Draw FIGURE (fig3 … fig8, theorem, rank, or all) as PNG and PDF from the records of the runs in PATHS."""
     from pathlib import Path
 
-    from .plots import FIGURES, plot_all
+    from .plots import FIGURES, find_run_dirs, plot_all
     from .plots import plot as draw
 
+    if figure not in FIGURES and figure != "all":
+        raise InputError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}, all")
     for path in paths:
         if not Path(path).exists():
             raise InputError(f"{path} does not exist")
+    if figure != "theorem" and not find_run_dirs([Path(p) for p in paths]):
+        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
     if figure == "all":
         written, skipped = plot_all([Path(p) for p in paths], Path(out_dir))
         for path in written:
@@ -337,8 +341,6 @@ def plot(figure, paths, out_dir) -> None:
         if not written:
             raise InputError("no figure could be drawn from the given runs")
         return
-    if figure not in FIGURES:
-        raise InputError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}, all")
     for path in draw(figure, [Path(p) for p in paths], Path(out_dir)):
         click.echo(f"wrote {path}")
 
