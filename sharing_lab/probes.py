@@ -14,6 +14,7 @@ the probe's own generator (checkpointed with the run).
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ class ProbeContext:
     epoch: int
 
 
-class Probe:
+class Probe(ABC):
     """Base class. ``every_steps`` > 0 runs :meth:`run` every that many steps; 0 runs it at each epoch end
     (evaluations happen at epoch ends, so every evaluation is probed too)."""
 
@@ -50,8 +51,9 @@ class Probe:
         if self.every_steps == 0:
             self.run(context)
 
+    @abstractmethod
     def run(self, context: ProbeContext) -> None:
-        raise NotImplementedError("a probe subclass defines run()")
+        """Take the measurement and add rows to ``context.search.writer``."""
 
     def state_dict(self) -> dict:
         return {}
