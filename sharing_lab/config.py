@@ -91,6 +91,13 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
+    memory_format: str = "auto"  # auto (channels_last on CUDA), contiguous, channels_last
+    compile: bool = False  # torch.compile the retrained plain network (the supernet's shapes change every step)
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -98,6 +105,7 @@ class Config:
     sharing: SharingConfig = field(default_factory=SharingConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
 
@@ -243,7 +251,8 @@ _AT_LEAST = {
     "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0, "sharing.tau": 0.0,
     "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0,
 }
-_CHOICES = {"search.lr_schedule": ("cosine", "step")}
+_CHOICES = {"search.lr_schedule": ("cosine", "step"), "runtime.precision": ("auto", "fp32", "bf16"),
+            "runtime.memory_format": ("auto", "contiguous", "channels_last")}
 
 
 def check(config: Config) -> None:

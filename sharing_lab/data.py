@@ -92,6 +92,14 @@ def random_crop_flip(images: torch.Tensor, padding: int = 4,
     return _crop_flip(images, padding, *_draw_crop_flip(len(images), padding, generator))
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a host-to-GPU copy goes through pinned memory without blocking, so the host
+    does not wait for the GPU work already queued (a copy from pageable memory would)."""
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
@@ -154,14 +162,16 @@ class DataBundle:
         return torch.addcmul(shift, x.float(), scale)
 
     def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
-                drop_last: bool = True, device: str | torch.device = "cpu",
-                augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                drop_last: bool = True, device: str | torch.device = "cpu", augment: bool | None = None,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(x float32 normalised, y int64)`` on ``device`` for one pass over ``split``.
 
         All randomness (the permutation, then the crop offsets and flips of every image) is drawn from
         ``generator`` when this method is called, not lazily, so the generator's state after the call does not
         depend on how many batches are consumed: restoring a saved ``generator.get_state()`` reproduces the pass.
-        ``augment`` defaults to ``self.augment and split == "train"``.
+        ``augment`` defaults to ``self.augment and split == "train"``. ``shard=(rank, world_size)`` yields that
+        rank's contiguous ``batch_size / world_size`` slice of each global batch (:mod:`sharing_lab.distributed`).
+        On CUDA the images stay there as uint8 and are cropped, flipped and normalised there, a batch at a time.
         """
         _check_split(split)
         n_batches = self.num_batches(split, batch_size, drop_last)
@@ -170,25 +180,29 @@ class DataBundle:
         n = len(labels)
         gen_dev = generator.device if generator is not None else torch.device("cpu")
         order = torch.randperm(n, generator=generator, device=gen_dev) if shuffle else torch.arange(n)
-        order = order.to(dev)
+        order = _to_device(order, dev)
         if augment is None:
             augment = self.augment and split == "train"
-        params = tuple(p.to(dev) for p in _draw_crop_flip(n, 4, generator)) if augment else None
-        return self._iterate(images, labels, order, params, batch_size, n_batches)
+        params = tuple(_to_device(p, dev) for p in _draw_crop_flip(n, 4, generator)) if augment else None
+        return self._iterate(images, labels, order, params, batch_size, n_batches, shard)
 
     def batch(self, split: str, indices: torch.Tensor, device: str | torch.device = "cpu"
               ) -> tuple[torch.Tensor, torch.Tensor]:
         """The unaugmented, normalised examples ``indices`` of ``split`` on ``device`` (rewards and probes)."""
         _check_split(split)
         images, labels = self._on_device(split, torch.device(device))
-        indices = indices.to(images.device)
+        indices = _to_device(indices, images.device)
         return self._normalise(images[indices]), labels[indices]
 
     def _iterate(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
-                 params: tuple[torch.Tensor, ...] | None, batch_size: int,
-                 n_batches: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 params: tuple[torch.Tensor, ...] | None, batch_size: int, n_batches: int,
+                 shard: tuple[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        rank, world_size = shard
         for b in range(n_batches):
-            sel = slice(b * batch_size, (b + 1) * batch_size)
+            start = b * batch_size
+            end = min(start + batch_size, len(order))
+            local = -(-(end - start) // world_size)
+            sel = slice(start + rank * local, min(start + (rank + 1) * local, end))
             idx = order[sel]
             x = images[idx]
             if params is not None:
@@ -368,20 +382,34 @@ class ImageFolderBundle:
         return _count_batches(len(getattr(self, split)), batch_size, drop_last)
 
     def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
-                drop_last: bool = True, device: str | torch.device = "cpu",
-                augment: bool | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                drop_last: bool = True, device: str | torch.device = "cpu", augment: bool | None = None,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """As :meth:`DataBundle.batches`; each rank's workers draw their augmentation from their own seed."""
         _check_split(split)
         _check_batch_size(batch_size)
         s: FileSplit = getattr(self, split)
         augment = (self.augment and split == "train") if augment is None else augment
         order = torch.randperm(len(s), generator=generator).tolist() if shuffle else list(range(len(s)))
-        worker_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        rank, world_size = shard
+        worker_seed = int(torch.randint(0, 2**62, (1,), generator=generator)) + rank
+        if world_size > 1:
+            order, batch_size = _shard_order(order, batch_size, rank, world_size, drop_last)
         dev = torch.device(device)
         loader = torch.utils.data.DataLoader(
             _ImageFiles(s, self._train_tf if augment else self._eval_tf), batch_size=batch_size, sampler=order,
             drop_last=drop_last, num_workers=self.num_workers, pin_memory=dev.type == "cuda",
             persistent_workers=False, generator=torch.Generator().manual_seed(worker_seed))
         return ((x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)) for x, y in loader)
+
+
+def _shard_order(order: list[int], batch_size: int, rank: int, world_size: int,
+                 drop_last: bool) -> tuple[list[int], int]:
+    """This rank's part of each global batch of ``order`` (the same slices as ``DataBundle.batches``)."""
+    end = len(order) // batch_size * batch_size if drop_last else len(order)
+    local = -(-batch_size // world_size)
+    mine = [order[i] for start in range(0, end, batch_size)
+            for i in range(start + rank * local, min(start + (rank + 1) * local, start + batch_size, end))]
+    return mine, local
 
 
 class _ImageFiles(torch.utils.data.Dataset):

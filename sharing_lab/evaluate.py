@@ -15,27 +15,33 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
+from .runtime import Runtime
 from .supernet import Supernet
 
 BN_EVALUATION = "recalibrated"  # recorded in config.json: how evaluated architectures get BN statistics
 
 
 @torch.no_grad()
-def accuracy(model, batches, arch: Sequence[int] | None = None) -> float:
-    """Top-1 accuracy of ``model`` (a supernet with ``arch``, or a plain network) over ``batches``."""
-    correct, total = 0, 0
+def accuracy(model, batches, arch: Sequence[int] | None = None, runtime: Runtime | None = None) -> float:
+    """Top-1 accuracy of ``model`` (a supernet with ``arch``, or a plain network) over ``batches``; counts are
+    summed on the device and read once."""
+    runtime = runtime or Runtime(torch.device("cpu"))
+    correct, total = torch.zeros((), dtype=torch.int64), 0
     for x, y in batches:
-        logits = model(x, arch) if arch is not None else model(x)
-        correct += int((logits.argmax(dim=1) == y).sum())
+        with runtime.autocast():
+            logits = model(runtime.input(x), arch) if arch is not None else model(runtime.input(x))
+        correct = (logits.argmax(dim=1) == y).sum() + correct.to(y.device)
         total += y.numel()
-    return correct / max(total, 1)
+    return int(correct) / max(total, 1)
 
 
-def calibration_batches(data, images: int, batch_size: int, device) -> list[torch.Tensor]:
+def calibration_batches(data, images: int, batch_size: int, device, runtime: Runtime | None = None
+                        ) -> list[torch.Tensor]:
     """The fixed first ``images`` training images, unaugmented, as input batches (same for every architecture)."""
+    runtime = runtime or Runtime(torch.device(device))
     batches, seen = [], 0
     for x, _ in data.batches("train", batch_size, shuffle=False, drop_last=False, device=device, augment=False):
-        batches.append(x[: images - seen])
+        batches.append(runtime.input(x[: images - seen]))
         seen += batches[-1].shape[0]
         if seen >= images:
             break
@@ -44,14 +50,16 @@ def calibration_batches(data, images: int, batch_size: int, device) -> list[torc
 
 def evaluate_arch(
     supernet: Supernet, arch: Sequence[int], calibration: list[torch.Tensor], data, split: str,
-    batch_size: int, device, images: int | None = None,
+    batch_size: int, device, images: int | None = None, runtime: Runtime | None = None,
 ) -> float:
     """Accuracy of ``arch`` on ``split`` after recomputing its BN statistics on ``calibration``."""
+    runtime = runtime or Runtime(torch.device(device))
     was_training = supernet.training
-    supernet.recalibrate_bn(arch, calibration)
+    with runtime.autocast():
+        supernet.recalibrate_bn(arch, calibration)
     supernet.eval()
     batches = data.batches(split, batch_size, shuffle=False, drop_last=False, device=device, augment=False)
-    result = accuracy(supernet, _limit(batches, images), arch)
+    result = accuracy(supernet, _limit(batches, images), arch, runtime)
     supernet.train(was_training)
     return result
 

@@ -22,6 +22,7 @@ from .flops import count
 from .layout import Layout
 from .plain import build_plain
 from .records import RecordWriter
+from .runtime import resolve_runtime
 
 
 def retrain(
@@ -31,7 +32,9 @@ def retrain(
     """Train ``layout`` at ``widths`` from scratch; record per-epoch curves and the final accuracies."""
     cfg = config.retrain
     torch.manual_seed(config.seed)
-    net = build_plain(layout, widths).to(device)
+    runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, layout.image_size)
+    net = runtime.model(build_plain(layout, widths))
+    forward = torch.compile(net) if config.runtime.compile else net  # fixed widths: compiles once
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     steps_per_epoch = data.num_batches("train", cfg.batch_size)
@@ -44,24 +47,27 @@ def retrain(
     step = 0
     for epoch in tqdm(range(cfg.epochs), desc=f"retrain {label}", unit="epoch", disable=not progress):
         net.train()
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
         for x, y in data.batches("train", cfg.batch_size, generator=generator, device=device):
-            loss = F.cross_entropy(net(x), y)
-            if not torch.isfinite(loss):
-                raise InputError(f"retraining diverged: loss is {float(loss)} at epoch {epoch}")
+            with runtime.autocast():
+                loss = F.cross_entropy(forward(runtime.input(x)), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
-            loss_sum, seen, step = loss_sum + float(loss.detach()) * y.numel(), seen + y.numel(), step + 1
+            loss_sum, seen, step = loss_sum + loss.detach() * y.numel(), seen + y.numel(), step + 1
+        train_loss = float(loss_sum) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            raise InputError(f"retraining diverged: the training loss is {train_loss} in epoch {epoch}")
         net.eval()
-        val_acc = accuracy(net, data.batches("val", 512, shuffle=False, drop_last=False, device=device,
-                                             augment=False))
+        val_acc = accuracy(forward, data.batches("val", 512, shuffle=False, drop_last=False, device=device,
+                                                 augment=False), runtime=runtime)
         writer.add("scalars", [
             {"step": step, "epoch": epoch, "name": name, "value": value, "arch": label}
-            for name, value in (("retrain_train_loss", loss_sum / max(seen, 1)), ("retrain_val_acc", val_acc))
+            for name, value in (("retrain_train_loss", train_loss), ("retrain_val_acc", val_acc))
         ])
-    test_acc = accuracy(net, data.batches("test", 512, shuffle=False, drop_last=False, device=device, augment=False))
+    test_acc = accuracy(forward, data.batches("test", 512, shuffle=False, drop_last=False, device=device,
+                                              augment=False), runtime=runtime)
     cost = count(layout, widths)
     row = {"epoch": cfg.epochs, "source": "retrain", "widths": label, "macs": cost.macs, "log_prob": log_prob,
            "acc": val_acc, "test_acc": test_acc, "rank": rank, "params": cost.params}

@@ -233,10 +233,11 @@ def transition_step(
 
 @torch.no_grad()
 def transition_layers(layers: Sequence[tuple[Sequence[torch.Tensor], Sequence[torch.Tensor], bool, bool]],
-                      tau: float) -> float:
+                      tau: float) -> torch.Tensor:
     """Eq. 5 on many layers at once, ``layers`` being (P, Q, update_P, update_Q) tuples; same result as
     :func:`transition_step` per layer. Sides of equal shapes are batched (per-op overhead, not arithmetic,
-    dominates at the embedded scale). Returns the network Φ = Σ_l Φ_l before the step."""
+    dominates at the embedded scale). Returns the network Φ = Σ_l Φ_l before the step, as a 0-d tensor on the
+    transforms' device (not read back, so a GPU step does not wait for it)."""
     sides = [side for P, Q, _, _ in layers for side in (P, Q)]
     moves = [flag for _, _, update_P, update_Q in layers for flag in (update_P, update_Q)]
     groups: dict[tuple, list[int]] = {}
@@ -264,7 +265,7 @@ def transition_layers(layers: Sequence[tuple[Sequence[torch.Tensor], Sequence[to
             if moves[index]:
                 for target, b in zip(sides[index], blocks):
                     target.copy_(updated[row, :, b])
-    return float(sum(levels[2 * layer] * levels[2 * layer + 1] for layer in range(len(layers))))
+    return sum(levels[2 * layer] * levels[2 * layer + 1] for layer in range(len(layers)))
 
 
 def random_semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -134,8 +134,9 @@ class Supernet(nn.Module):
         """Φ_l of Eq. 4 for every APS layer, in :meth:`aps_layers` order."""
         return [float(phi(*module.sides())) for _, module in self.aps_layers()]
 
-    def transition(self, tau: float) -> float:
-        """One Eq. 5 step on every layer with movable transforms; returns the Φ of those layers before the step."""
+    def transition(self, tau: float) -> torch.Tensor:
+        """One Eq. 5 step on every layer with movable transforms; returns the Φ of those layers before the step
+        (a 0-d tensor on the supernet's device)."""
         if not hasattr(self, "_movable_layers"):
             self._movable_layers = [m for _, m in self.aps_layers()
                                     if m.out_side.movable or (m.in_side is not None and m.in_side.movable)]

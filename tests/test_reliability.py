@@ -55,6 +55,7 @@ TINY = [
     "data.name=synthetic", "model.widths=[2,4]", "model.granularity=stage", f"search.epochs={EPOCHS}",
     f"search.warmup_epochs={WARMUP}", "search.eval_every=1", "search.eval_archs=2", "search.beam_top=2",
     "probes.every_epochs=1",
+    "device=cpu",  # exact resume is a CPU contract (DESIGN §7): cuDNN's kernels are not bitwise deterministic
     # smaller batches and probes: same code paths, a faster run
     "data.batch_size=64", "data.reward_batch_size=32", "data.calibration_images=64", "data.eval_batch_size=128",
     "probes.align_archs=2", "probes.probe_batch=32", "search.prob_samples=4",

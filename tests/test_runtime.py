@@ -1,0 +1,125 @@
+"""The device runtime (issue 6): precision and memory format resolved from the config, the bf16/channels-last
+search path exercised on the CPU, and, where CUDA exists, the GPU path (augmentation on the device, no host
+waits in the warm-up loop, a short search end to end)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sharing_lab.config import Config, apply_overrides
+from sharing_lab.data import load_data, random_crop_flip
+from sharing_lab.errors import InputError
+from sharing_lab.records import read_table
+from sharing_lab.runtime import resolve_device, resolve_runtime
+from sharing_lab.search import Search
+
+TINY = ["data.name=synthetic", "model.widths=[2,4]", "data.batch_size=64", "data.reward_batch_size=32",
+        "data.calibration_images=64", "data.eval_batch_size=128", "probes.align_archs=2", "probes.probe_batch=32",
+        "search.prob_samples=4", "search.eval_archs=2", "search.beam_top=2", "search.epochs=2",
+        "search.warmup_epochs=1", "search.eval_every=1"]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_auto_runtime_is_fp32_contiguous_on_cpu_and_explicit_settings_win():
+    auto = resolve_runtime("cpu")
+    assert (auto.bf16, auto.channels_last) == (False, False)
+    assert auto.describe() == {"device": "cpu", "precision": "fp32", "memory_format": "contiguous"}
+    explicit = resolve_runtime("cpu", "bf16", "channels_last")
+    assert (explicit.bf16, explicit.channels_last) == (True, True)
+    x = explicit.input(torch.randn(2, 3, 4, 4))
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    with explicit.autocast():
+        assert (torch.randn(2, 3) @ torch.randn(3, 2)).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("key, value", [("runtime.precision", "fp16"), ("runtime.memory_format", "nhwc")])
+def test_unknown_runtime_settings_are_refused(key, value, tmp_path):
+    config = apply_overrides(Config(), [*TINY, f"{key}={value}"])
+    with pytest.raises(InputError, match=key.replace(".", r"\.")):
+        Search(config, tmp_path / "run")
+
+
+def test_absent_devices_are_refused():
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("tpu")
+
+
+def test_bf16_channels_last_search_runs_on_cpu_and_keeps_float32_state(tmp_path):
+    config = apply_overrides(Config(), [*TINY, "runtime.precision=bf16", "runtime.memory_format=channels_last"])
+    search = Search(config, tmp_path / "run", log=lambda message: None)
+    summary = search.run()
+    assert summary["precision"] == "bf16" and summary["memory_format"] == "channels_last"
+    assert all(p.dtype == torch.float32 for p in search.supernet.parameters())
+    assert all(p.dtype == torch.float32 for p in search.controller.parameters())
+    assert all(t.dtype == torch.float32 for _, m in search.supernet.aps_layers() for t in m.sides()[0])
+    scalars = read_table(tmp_path / "run", "scalars")
+    assert math.isfinite(scalars[scalars.name == "train_loss"].value.iloc[-1])
+    assert scalars[scalars.name == "val_acc_widest"].value.between(0, 1).all()
+
+
+def test_bf16_forward_agrees_with_float32_on_cpu():
+    from sharing_lab.layout import build_layout
+    from sharing_lab.sharing import get_scheme
+    from sharing_lab.supernet import Supernet
+
+    layout = build_layout("resnet20", "stage", [4, 8], num_classes=10, in_channels=3, image_size=8)
+    supernet = Supernet(layout, get_scheme("transitionary"), seed=0)
+    x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    exact = supernet(x, (1, 0, 1))
+    with resolve_runtime("cpu", "bf16").autocast():
+        approximate = supernet(x, (1, 0, 1))
+    assert approximate.dtype == torch.bfloat16
+    torch.testing.assert_close(approximate.float(), exact, rtol=0.1, atol=0.1)
+
+
+# ---------------------------------------------------------------- CUDA only (run on the GPU machine)
+
+
+@cuda
+def test_gpu_augmentation_equals_cpu_augmentation():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    on_cpu = random_crop_flip(images, 4, torch.Generator().manual_seed(3))
+    on_gpu = random_crop_flip(images.cuda(), 4, torch.Generator().manual_seed(3))
+    assert on_gpu.is_cuda and on_gpu.dtype == torch.uint8
+    assert torch.equal(on_gpu.cpu(), on_cpu)
+
+
+@cuda
+def test_gpu_batches_are_the_cpu_batches():
+    data = load_data("synthetic", seed=0)
+    data.augment = True
+    cpu = next(iter(data.batches("train", 32, generator=torch.Generator().manual_seed(1))))
+    gpu = next(iter(data.batches("train", 32, generator=torch.Generator().manual_seed(1), device="cuda")))
+    torch.testing.assert_close(gpu[0].cpu(), cpu[0])
+    assert torch.equal(gpu[1].cpu(), cpu[1])
+
+
+@cuda
+def test_warmup_epoch_does_not_wait_for_the_gpu_per_step(tmp_path):
+    config = apply_overrides(Config(), [*TINY, "device=cuda", "data.batch_size=16", "probes.enabled=false"])
+    search = Search(config, tmp_path / "run", log=lambda message: None)
+    search._train_epoch()  # cuDNN tuning and first copies
+    assert search.steps_per_epoch >= 8
+    with pytest.warns(UserWarning) as caught:
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            search._train_epoch()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    waits = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(waits) <= 3, [str(w.message) for w in waits]  # the epoch's totals, not one per step
+
+
+@cuda
+def test_short_search_on_gpu_end_to_end(tmp_path):
+    config = apply_overrides(Config(), [*TINY, "device=cuda"])
+    summary = Search(config, tmp_path / "run", log=lambda message: None).run()
+    assert summary["device"].startswith("cuda") and summary["precision"] == "bf16"
+    assert summary["memory_format"] == "channels_last"
+    assert 0 <= summary["exported"]["acc"] <= 1
