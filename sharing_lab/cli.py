@@ -123,63 +123,56 @@ def _log(message: str) -> None:
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--resume", "resume_dir", type=click.Path(), help="Continue the stopped run in this directory.")
 def run_search(config_file, scheme, overrides, out, name, seed, device, resume_dir) -> None:
-    """Run one channel number search (default: the embedded digits search, minutes on a CPU)."""
-    import shutil
-    import signal
-    from pathlib import Path
+    """Run one channel number search (default: the embedded digits search, minutes on a CPU).
 
-    from . import config as cfgmod
-    from . import rundir
-    from .evaluate import BN_EVALUATION
-    from .search import Search, resolve_device
+    Under torchrun (``torchrun --nproc_per_node=N -m sharing_lab.cli run-search …``) the N processes run one
+    search with DistributedDataParallel; ``data.batch_size`` stays the global batch.
+    """
+    import os
+    import signal
+
+    from .distributed import close_group
+    from .launch import Request, start
 
     overrides = list(overrides)
-    if scheme:
-        overrides.append(f"sharing.scheme={scheme}")
-    if seed is not None:
-        overrides.append(f"seed={seed}")
-    if device:
-        overrides.append(f"device={device}")
-    if resume_dir:
-        run_dir = Path(resume_dir)
-        saved, _ = rundir.read_config(run_dir)
-        # Options given with --resume may repeat the run's own settings, never change them.
-        given = cfgmod.load_toml(config_file, base=saved) if config_file else saved
-        changed = cfgmod.differences(saved, cfgmod.apply_overrides(given, overrides))
-        if changed:
-            raise InputError(f"--resume {run_dir}: the given options change {', '.join(changed)} "
-                             "from the run's config.json; resume without them")
-        config = saved
-        if (run_dir / rundir.SUMMARY).exists():
-            raise InputError(f"run {run_dir} has already finished")
-    else:
-        run_dir = None
-        config = cfgmod.load_toml(config_file) if config_file else cfgmod.Config()
-        config = cfgmod.apply_overrides(config, overrides)
+    for flag, key in ((scheme, "sharing.scheme"), (seed, "seed"), (device, "device")):
+        if flag is not None and flag != "":
+            overrides.append(f"{key}={flag}")
+    ranks = tuple(int(os.environ.get(key, default)) for key, default in
+                  (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))  # set by torchrun
+    request = Request(config_file, tuple(overrides), out, name, resume_dir)
+    quiet = ranks[0] != 0
+    try:
+        search, group, _ = start(request, ranks, log=_log, progress=_progress())
+    except InputError as error:
+        if quiet:
+            sys.exit(2)  # rank 0 says why
+        raise error
     stop = {"requested": False}
 
     def request_stop(signum, frame) -> None:
         stop["requested"] = True
-        _log("stop requested: finishing the current epoch, then writing a checkpoint")
+        if group.is_main:
+            _log("stop requested: finishing the current epoch, then writing a checkpoint")
 
-    cfgmod.check(config)
-    search_dir, search = run_dir, None
-    if search_dir is None:
-        extra = {"seed": config.seed, "device": str(resolve_device(config.device)), "bn_evaluation": BN_EVALUATION}
-        search_dir = rundir.create(out, name or rundir.default_name(config), config, extra)
-        try:
-            search = Search(config, search_dir, log=_log, progress=_progress())
-        except BaseException:
-            shutil.rmtree(search_dir, ignore_errors=True)  # only the directory this call just made
-            raise
-    else:
-        search = Search(config, search_dir, log=_log, progress=_progress())
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, request_stop)
+    search_dir = search.run_dir
     try:
         summary = search.run(stop_requested=lambda: stop["requested"])
     except KeyboardInterrupt:
+        close_group(group)
+        if quiet:
+            sys.exit(130)
         _fail(f"stopped at epoch {search.epoch}; resume with: sharing-lab run-search --resume {search_dir}", 130)
+    except InputError:
+        close_group(group)
+        if quiet:
+            sys.exit(2)
+        raise
+    close_group(group)
+    if quiet:
+        return
     exported = summary["exported"]
     click.echo(f"run directory: {search_dir}")
     click.echo(f"exported architecture: {summary['export_path']} (widths {exported['widths']}, "
@@ -274,7 +267,7 @@ def retrain_command(source, top, overrides, out, name) -> None:
     from .export import load_export
     from .records import RecordWriter, read_table
     from .retrain import retrain
-    from .search import resolve_device
+    from .runtime import resolve_device
 
     path = Path(source)
     jobs = []
@@ -370,25 +363,30 @@ def recipe(names, scale, out, jobs, threads, overrides) -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--repeats", type=click.IntRange(min=3), default=20, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--memory-format", type=click.Choice(["auto", "contiguous", "channels_last"]), default="auto",
+              show_default=True, help="auto: channels_last on CUDA.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def bench(device, repeats, batch, as_json) -> None:
+def bench(device, repeats, batch, precision, memory_format, as_json) -> None:
     """Measure the APS step against a plain network, the Φ update, probe overhead and throughput."""
     import tempfile
     from pathlib import Path
 
     from .bench import probe_overhead, run_benchmarks
-    from .search import resolve_device
+    from .runtime import resolve_device
 
     resolved = resolve_device(device)
     with tempfile.TemporaryDirectory() as scratch:
         probes = probe_overhead(resolved, Path(scratch))
-    report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"])
+    report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"], precision, memory_format)
     report["probe_detail"] = probes
     if as_json:
         click.echo(json.dumps(report))
         return
-    click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads), "
-               f"ResNet-20 32x32 batch {batch}, random architectures")
+    click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads, "
+               f"{report['precision']}, {report['memory_format']}), ResNet-20 32x32 batch {batch}, random "
+               "architectures")
     click.echo(f"APS step (slicing, ordinal)    {report['aps_step_ms']:8.1f} ms   plain "
                f"{report['plain_step_ms']:.1f} ms   ratio {report['step_ratio']:.3f}")
     click.echo(f"APS step (einsum, transitionary){report['aps_step_einsum_ms']:7.1f} ms   ratio "

@@ -93,6 +93,20 @@ class RecordWriter:
                         part.unlink()
 
 
+class NullWriter(RecordWriter):
+    """Accepts rows and writes nothing: the writer of every rank but 0 in a multi-process search."""
+
+    def add(self, table: str, rows: list[dict]) -> None:
+        pass
+
+    def flush(self) -> int:
+        self.next_part += 1
+        return self.next_part
+
+    def truncate(self) -> None:
+        pass
+
+
 def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
     """The table ``name`` of a run as one pandas DataFrame (the union of its parts, in part order)."""
     table_dir = Path(run_dir) / name

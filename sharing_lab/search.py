@@ -6,6 +6,11 @@ controller samples the architecture of each weight step and is updated by REINFO
 Every ``eval_every`` epochs, sampled architectures are scored on the validation split, the records are flushed
 and a checkpoint is written. At the end, beam search ranks the top-N architectures and the chosen one is
 exported. The test split is only ever used for reporting.
+
+On a GPU the inner loop reads nothing back from the device except the controller's reward (one wait per search
+step: REINFORCE needs it on the host): losses and accuracies are summed on the device and read at record
+steps, and the controller runs on the CPU, where its 19 tiny LSTM steps are cheaper than GPU launches. Several
+processes (torchrun) split every batch between them; see :mod:`sharing_lab.distributed`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from tqdm import tqdm
 from .config import Config, check
 from .controller import Controller, Reinforce, beam_search, reward
 from .data import load_data
+from .distributed import SINGLE, Group
 from .errors import InputError
 from .evaluate import batch_statistics, calibration_batches, evaluate_arch
 from .export import arch_record, choose, write_export
@@ -29,8 +35,9 @@ from .fileio import atomic_write_json
 from .flops import count_macs, macs_range
 from .layout import build_layout
 from .probes import ProbeContext, default_probes
-from .records import RecordWriter
+from .records import NullWriter, RecordWriter
 from .rundir import SUMMARY, load_checkpoint, save_checkpoint
+from .runtime import resolve_device, resolve_runtime
 from .sharing import get_scheme
 from .supernet import Supernet
 
@@ -39,28 +46,30 @@ class TrainingDiverged(InputError):
     """The loss became NaN or infinite; the last good state was checkpointed."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {name!r} requested but CUDA is not available")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device {name!r}") from None
-
-
 class Search:
-    """One search run writing into ``run_dir``; :meth:`run` does the work, resuming if a checkpoint exists."""
+    """One search run writing into ``run_dir``; :meth:`run` does the work, resuming if a checkpoint exists.
+
+    ``group`` places this process in a multi-process search (its device is the group's); only rank 0 logs,
+    records and checkpoints.
+    """
 
     def __init__(self, config: Config, run_dir: Path, log: Callable[[str], None] = print, progress: bool = False,
-                 probes=None) -> None:
+                 probes=None, group: Group = SINGLE) -> None:
+        self.group = group
+        if not group.is_main:
+            log, progress = (lambda message: None), False
         self.config, self.run_dir, self.log, self.progress = config, Path(run_dir), log, progress
         self.run_dir.mkdir(parents=True, exist_ok=True)
         check(config)
-        self.device = resolve_device(config.device)
+        self.device = group.device if group.active else resolve_device(config.device)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # a few hundred (width, stride) shapes, each tuned once
         data_cfg, model_cfg, search_cfg = config.data, config.model, config.search
+        self.local_batch = group.local_size(data_cfg.batch_size, "data.batch_size")
+        group.local_size(data_cfg.reward_batch_size, "data.reward_batch_size")
         self.data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size)
+        self.runtime = resolve_runtime(self.device, config.runtime.precision, config.runtime.memory_format,
+                                       self.data.image_size)
         self.layout = build_layout(
             model_cfg.name, model_cfg.granularity, model_cfg.widths if model_cfg.multipliers is None else None,
             model_cfg.multipliers, _meta(model_cfg.meta), num_classes=self.data.num_classes,
@@ -69,9 +78,9 @@ class Search:
         self.scheme = get_scheme(config.sharing.scheme)
         _validate(config, self.layout, self.scheme)
         self.target = search_cfg.flops_target
-        self.supernet = Supernet(self.layout, self.scheme, config.seed, model_cfg.bn).to(self.device)
+        self.supernet = self.runtime.model(Supernet(self.layout, self.scheme, config.seed, model_cfg.bn))
+        self.model = group.wrap(self.supernet)  # what the weight step runs: DDP over the ranks, or the supernet
         self.controller = Controller(self.supernet.num_candidates, search_cfg.controller_hidden, config.seed)
-        self.controller.to(self.device)
         self.reinforce = Reinforce(self.controller, search_cfg.controller_lr, search_cfg.entropy_weight,
                                    search_cfg.baseline_decay)
         self.optimizer = torch.optim.SGD(self.supernet.parameters(), lr=search_cfg.lr, momentum=search_cfg.momentum,
@@ -83,10 +92,10 @@ class Search:
         seed = config.seed
         self.generators = {name: torch.Generator().manual_seed(seed * 1000 + offset)
                            for offset, name in enumerate(("data", "sample", "reward", "eval", "record"))}
-        self.writer = RecordWriter(self.run_dir, self.run_dir.name)
+        self.writer = (RecordWriter if group.is_main else NullWriter)(self.run_dir, self.run_dir.name)
         self.epoch, self.step = 0, 0
         self.calibration = calibration_batches(self.data, data_cfg.calibration_images, data_cfg.eval_batch_size,
-                                               self.device)
+                                               self.device, self.runtime) if group.is_main else []
         self.probes = default_probes(config.probes, config.seed) if probes is None else probes
 
     # --- schedule ---------------------------------------------------------------------------------------
@@ -116,51 +125,74 @@ class Search:
 
     # --- training ---------------------------------------------------------------------------------------
     def _train_epoch(self) -> dict[str, float]:
-        cfg, search_phase = self.config, self.in_search_phase()
-        totals = {"loss": 0.0, "correct": 0, "seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0}
+        cfg, search_phase, group = self.config, self.in_search_phase(), self.group
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss × images, correct: read at the end
+        totals = {"seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0}
+        check_every_step = self.device.type == "cpu" and not group.active  # free there; a GPU would have to wait
         batches = self.data.batches("train", cfg.data.batch_size, generator=self.generators["data"],
-                                    device=self.device)
+                                    device=self.device, shard=(group.rank, group.world_size))
         for x, y in batches:
-            if search_phase:
-                with torch.no_grad():
-                    arch = self.controller.sample(self.flops_left, self.generators["sample"]).arch
-            else:
-                arch = self.supernet.sample_uniform(self.generators["sample"])
-            self.supernet.train()
-            logits = self.supernet(x, arch)
-            loss = F.cross_entropy(logits, y)
-            if not torch.isfinite(loss):
+            arch, reward_arch, sample = self._decide(search_phase)
+            self.model.train()
+            with self.runtime.autocast():
+                logits = self.model(self.runtime.input(x), arch)
+                loss = F.cross_entropy(logits, y)
+            if check_every_step and not torch.isfinite(loss):
                 self._diverged(f"loss is {float(loss.detach())} at epoch {self.epoch}, step {self.step}")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
             self.scheduler.step()
-            totals["loss"] += float(loss.detach()) * y.numel()
-            totals["correct"] += int((logits.argmax(1) == y).sum())
+            sums[0] += loss.detach() * y.numel()
+            sums[1] += (logits.argmax(1) == y).sum()
             totals["seen"] += y.numel()
             totals["macs"] += self.macs(arch)
             totals["steps"] += 1
             if search_phase:
-                value, entropy = self._controller_step()
+                value, entropy = self._controller_step(reward_arch, sample)
                 totals["reward"] += value
                 totals["entropy"] += entropy
                 if self.scheme.transition and self.step % cfg.sharing.transition_every == 0:
                     self.supernet.transition(cfg.sharing.tau)
             self.step += 1
-            for probe in self.probes:
-                if probe.due(self.step, self.steps_per_epoch):
-                    probe.run(self._probe_context())
+            if group.is_main:
+                for probe in self.probes:
+                    if probe.due(self.step, self.steps_per_epoch):
+                        probe.run(self._probe_context())
+        sums = group.sum(sums).cpu()
+        totals["seen"] *= group.world_size
+        totals["loss"], totals["correct"] = float(sums[0]), int(sums[1])
+        if not math.isfinite(totals["loss"]):
+            self._diverged(f"the training loss is {totals['loss']} in epoch {self.epoch}")
         return totals
 
-    def _controller_step(self) -> tuple[float, float]:
-        sample = self.controller.sample(self.flops_left, self.generators["sample"])
-        val = self.data.val
-        indices = torch.randint(val.labels.numel(), (self.config.data.reward_batch_size,),
-                                generator=self.generators["reward"])
-        x, y = self.data.batch("val", indices, device=self.device)
-        with torch.no_grad(), batch_statistics(self.supernet):
-            acc = float((self.supernet(x, sample.arch).argmax(1) == y).float().mean())
-        value = reward(acc, self.macs(sample.arch), self.target, self.config.search.reward_beta)
+    def _decide(self, search_phase: bool):
+        """This step's architecture, and in the search phase the controller's sample for the reward (rank 0
+        decides both and broadcasts them). Both are drawn before the weight step; the controller does not
+        change in between, so the draws are those of sampling the second one after the step."""
+        count, sample, decided = self.layout.num_decisions, None, None
+        if self.group.is_main:
+            if search_phase:
+                with torch.no_grad():
+                    decided = self.controller.sample(self.flops_left, self.generators["sample"]).arch
+                sample = self.controller.sample(self.flops_left, self.generators["sample"])
+                decided = decided + sample.arch
+            else:
+                decided = self.supernet.sample_uniform(self.generators["sample"])
+        decided = self.group.broadcast_ints(decided, 2 * count if search_phase else count)
+        return decided[:count], decided[count:], sample
+
+    def _controller_step(self, arch, sample) -> tuple[float, float]:
+        """Reward of ``arch`` on a held-out batch (split over the ranks) and, on rank 0, the REINFORCE update."""
+        size = self.config.data.reward_batch_size
+        indices = torch.randint(self.data.val.labels.numel(), (size,), generator=self.generators["reward"])
+        x, y = self.data.batch("val", self.group.shard(indices), device=self.device)
+        with torch.no_grad(), batch_statistics(self.supernet), self.runtime.autocast():
+            correct = (self.supernet(self.runtime.input(x), arch).argmax(1) == y).sum()
+        acc = float(self.group.sum(correct)) / size  # the step's one wait for the device
+        if not self.group.is_main:
+            return 0.0, 0.0
+        value = reward(acc, self.macs(arch), self.target, self.config.search.reward_beta)
         self.reinforce.update(sample, value)
         return value, float(sample.entropy.detach())
 
@@ -177,6 +209,8 @@ class Search:
 
     # --- records ----------------------------------------------------------------------------------------
     def _record_epoch(self, totals: dict) -> None:
+        if not self.group.is_main:
+            return
         steps = max(totals["steps"], 1)
         values = {
             "train_loss": totals["loss"] / max(totals["seen"], 1),
@@ -218,9 +252,16 @@ class Search:
     def score(self, arch, split: str = "val") -> float:
         cfg = self.config.data
         return evaluate_arch(self.supernet, arch, self.calibration, self.data, split, cfg.eval_batch_size,
-                             self.device, cfg.eval_images)
+                             self.device, cfg.eval_images, self.runtime)
 
     def _evaluate(self) -> None:
+        """Score sampled architectures and the widest on the validation split (rank 0; the others wait)."""
+        self.group.sync_buffers(self.supernet)
+        if self.group.is_main:
+            self._score_samples()
+        self.group.barrier()
+
+    def _score_samples(self) -> None:
         cfg = self.config.search
         rows, accs = [], []
         for _ in range(cfg.eval_archs):
@@ -267,7 +308,8 @@ class Search:
 
     def checkpoint(self) -> None:
         self.writer.flush()
-        save_checkpoint(self.run_dir, self.state_dict())
+        if self.group.is_main:
+            save_checkpoint(self.run_dir, self.state_dict())
 
     # --- the whole run ----------------------------------------------------------------------------------
     def run(self, stop_requested: Callable[[], bool] = lambda: False) -> dict:
@@ -277,16 +319,18 @@ class Search:
             self.load_state_dict(state)
             self.log(f"resuming {self.run_dir} at epoch {self.epoch + 1}")
         self.writer.truncate()
-        if state is None:
+        if state is None and self.group.is_main:
             save_checkpoint(self.run_dir, self.state_dict())  # the initial state: always a last good state
+        self.group.barrier()
         cfg = self.config.search
         epochs = tqdm(range(self.epoch, cfg.epochs), initial=self.epoch, total=cfg.epochs, desc="search",
                       unit="epoch", disable=not self.progress)
         for _ in epochs:
             totals = self._train_epoch()
             self._record_epoch(totals)
-            for probe in self.probes:
-                probe.end_of_epoch(self._probe_context())
+            if self.group.is_main:
+                for probe in self.probes:
+                    probe.end_of_epoch(self._probe_context())
             last = self.epoch + 1 == cfg.epochs
             evaluate = (self.epoch + 1) % cfg.eval_every == 0 or last
             if evaluate:
@@ -294,13 +338,18 @@ class Search:
             self.epoch += 1
             if evaluate:
                 self.checkpoint()
-            if stop_requested() and not last:
+            if self.group.any(stop_requested()) and not last:
                 self.checkpoint()
                 raise KeyboardInterrupt
         return self.finish()
 
     def finish(self) -> dict:
-        """Beam search for the top-N, score them, export the chosen one, write ``summary.json``."""
+        """Beam search for the top-N, score them, export the chosen one, write ``summary.json`` (rank 0; every
+        rank returns the summary)."""
+        summary = self._finish() if self.group.is_main else None
+        return self.group.broadcast_object(summary)
+
+    def _finish(self) -> dict:
         cfg = self.config.search
         top = beam_search(self.controller, cfg.beam_top, self.flops_left)
         rows = [arch_record(self, arch, "beam", self.score(arch), log_prob=log_prob, rank=rank,
@@ -316,6 +365,7 @@ class Search:
             "exported": {k: chosen[k] for k in ("widths", "macs", "acc", "test_acc", "log_prob")},
             "macs_range": list(macs_range(self.layout)), "flops_target": self.target,
             "final_phi": float(sum(self.supernet.phi_per_layer())), "export_path": str(export_path),
+            "processes": self.group.world_size, **self.runtime.describe(),
         }
         atomic_write_json(self.run_dir / SUMMARY, summary)
         return summary
