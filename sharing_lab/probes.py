@@ -62,9 +62,11 @@ class Probe(ABC):
         return None
 
 
-def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
-    denominator = float(a.norm() * b.norm())
-    return float((a * b).sum()) / denominator if denominator > 0 else float("nan")
+def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine of two gradients as a float64 0-d tensor on their device (NaN if one is zero)."""
+    denominator = (a.norm() * b.norm()).double()
+    value = (a * b).sum().double() / denominator
+    return torch.where(denominator > 0, value, torch.full_like(value, float("nan")))
 
 
 def _layer_indices(supernet, arch) -> list[tuple[int, int] | None]:
@@ -153,63 +155,74 @@ class SharingProbe(Probe):
 
     @torch.no_grad()
     def run(self, context: ProbeContext) -> None:
+        """Every quantity is computed on the search's device and read back in one transfer at the end."""
         search = context.search
         supernet = search.supernet
         layers = [module for _, module in supernet.aps_layers()]
-        phis = [float(phi(*m.sides())) for m in layers]
-        codes = [float(phi_code(*m.sides())) for m in layers]
+        pending: list[torch.Tensor] = []  # float64 0-d tensors, read back together
+
+        def later(value: torch.Tensor) -> int:
+            pending.append(value.double().reshape(()))
+            return len(pending) - 1
+
+        phis = [later(phi(*m.sides())) for m in layers]
+        codes = [later(phi_code(*m.sides())) for m in layers]
         x, y = self._probe_batch(search)
         archs = [supernet.sample_uniform(self.generator) for _ in range(self.align_archs)]
         grads = [self._gradients(search, x, y, arch) for arch in archs]
         used = [_layer_indices(supernet, arch) for arch in archs]
-        layer_cos: list[list[float]] = [[] for _ in layers]
-        layer_coupled: list[list[float]] = [[] for _ in layers]
+        layer_cos: list[list[int]] = [[] for _ in layers]
+        layer_coupled: list[list[int]] = [[] for _ in layers]
         pair_rows, network_cos = [], []
         for a, b in itertools.combinations(range(len(archs)), 2):
             flat_a = torch.cat([g.flatten() for g in grads[a][0]])
             flat_b = torch.cat([g.flatten() for g in grads[b][0]])
-            total_cos, total_phi = _cos(flat_a, flat_b), 0.0
+            total_cos, total_phi = later(_cos(flat_a, flat_b)), 0.0
             network_cos.append(total_cos)
             for index, module in enumerate(layers):
                 ua, ub = used[a][index], used[b][index]
                 if ua is None or ub is None:
                     continue
-                cos = _cos(grads[a][0][index], grads[b][0][index])
+                cos = later(_cos(grads[a][0][index], grads[b][0][index]))
                 pair_phi = _pair_phi(module, ua, ub)
-                total_phi += pair_phi
+                total_phi = total_phi + pair_phi
                 layer_cos[index].append(cos)
                 pair_rows.append(dict(step=context.step, epoch=context.epoch, layer=index, a=a, b=b,
-                                      phi_pair=pair_phi, cos=cos))
+                                      phi_pair=later(pair_phi), cos=cos))
                 for first, second, g_second in ((ua, ub, grads[b][1][index]), (ub, ua, grads[a][1][index])):
                     if first != second and g_second is not None:
-                        layer_coupled[index].append(float(coupled_gradient(module, g_second, first, second).norm()))
-            pair_rows.append(dict(step=context.step, epoch=context.epoch, layer=-1, a=a, b=b, phi_pair=total_phi,
-                                  cos=total_cos))
+                        layer_coupled[index].append(later(coupled_gradient(module, g_second, first, second).norm()))
+            pair_rows.append(dict(step=context.step, epoch=context.epoch, layer=-1, a=a, b=b,
+                                  phi_pair=later(torch.as_tensor(total_phi)), cos=total_cos))
+        values = torch.stack([v.to(pending[0].device) for v in pending]).tolist() if pending else []
+        for row in pair_rows:
+            row["phi_pair"], row["cos"] = values[row["phi_pair"]], values[row["cos"]]
         layer_rows = [
-            dict(step=context.step, epoch=context.epoch, layer=index, phi=phis[index], phi_code=codes[index],
-                 cos_align=_mean(layer_cos[index]), coupled_norm=_mean(layer_coupled[index]),
-                 name=name)
+            dict(step=context.step, epoch=context.epoch, layer=index, phi=values[phis[index]],
+                 phi_code=values[codes[index]], cos_align=_mean([values[i] for i in layer_cos[index]]),
+                 coupled_norm=_mean([values[i] for i in layer_coupled[index]]), name=name)
             for index, (name, _) in enumerate(supernet.aps_layers())
         ]
         writer = search.writer
         writer.add("layers", layer_rows)
         writer.add("pairs", pair_rows)
-        coupled = [_mean(values) for values in layer_coupled if values]
+        coupled = [row["coupled_norm"] for row, ids in zip(layer_rows, layer_coupled) if ids]
         writer.add("scalars", [
             dict(step=context.step, epoch=context.epoch, name=name, value=value)
-            for name, value in (("phi_code", sum(codes)), ("cos_align", _mean(network_cos)),
+            for name, value in (("phi_code", sum(values[i] for i in codes)),
+                                ("cos_align", _mean([values[i] for i in network_cos])),
                                 ("coupled_norm", _mean(coupled)))
         ])
 
 
-def _pair_phi(module, used_a: tuple[int, int], used_b: tuple[int, int]) -> float:
-    """φ(i, o; ĩ, õ) of Definition 3.1 for this layer's candidates under two architectures."""
+def _pair_phi(module, used_a: tuple[int, int], used_b: tuple[int, int]) -> torch.Tensor:
+    """φ(i, o; ĩ, õ) of Definition 3.1 for this layer's candidates under two architectures (float64, 0-d)."""
     (i_a, o_a), (i_b, o_b) = used_a, used_b
     P = module.out_side.matrices
-    value = float((P[o_a].T @ P[o_b]).square().sum())
+    value = (P[o_a].T @ P[o_b]).square().sum().double()
     if module.in_side is not None:
         Q = module.in_side.matrices
-        value *= float((Q[i_a].T @ Q[i_b]).square().sum())
+        value = value * (Q[i_a].T @ Q[i_b]).square().sum().double()
     return value
 
 
