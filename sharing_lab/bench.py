@@ -2,6 +2,7 @@
 same widths, the Φ update, probe cost, throughput, and a projection of the paper's ResNet-20 search.
 
 Timings interleave the variants being compared and report medians, so background load affects both sides.
+Both sides run with the same :class:`~sharing_lab.runtime.Runtime` (on CUDA: bf16 autocast, channels-last).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from .controller import Controller, reward
 from .layout import build_layout
 from .plain import build_plain
+from .runtime import Runtime, resolve_runtime
 from .sharing import get_scheme
 from .supernet import Supernet
 
@@ -33,23 +35,25 @@ def _elapsed_ms(fn: Callable[[], None], device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
-def _train_step(model, optimizer, x, y, arch=None) -> None:
-    logits = model(x, arch) if arch is not None else model(x)
-    loss = F.cross_entropy(logits, y)
+def _train_step(model, optimizer, x, y, arch, runtime: Runtime) -> None:
+    with runtime.autocast():
+        logits = model(x, arch) if arch is not None else model(x)
+        loss = F.cross_entropy(logits, y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
 
-def step_ratio(scheme: str, device: torch.device, batch: int, image_size: int, repeats: int, seed: int = 0,
+def step_ratio(scheme: str, runtime: Runtime, batch: int, image_size: int, repeats: int, seed: int = 0,
                widths=(16, 32, 64, 96), model: str = "resnet20") -> dict:
     """Median time of one training step of the APS supernet on random architectures against a plain network
     with the same widths (fresh optimiser state per network, same batch)."""
+    device = runtime.device
     layout = build_layout(model, widths=list(widths), image_size=image_size)
-    supernet = Supernet(layout, get_scheme(scheme), seed).to(device)
+    supernet = runtime.model(Supernet(layout, get_scheme(scheme), seed))
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, 3, image_size, image_size, device=device)
+    x = runtime.input(torch.randn(batch, 3, image_size, image_size, device=device))
     y = torch.randint(0, 10, (batch,), device=device)
     archs = [supernet.sample_uniform(generator) for _ in range(repeats)]
     plains = {}
@@ -57,12 +61,12 @@ def step_ratio(scheme: str, device: torch.device, batch: int, image_size: int, r
     for index, arch in enumerate(archs + archs[:2]):  # the first two of each are warm-up
         widths_now = layout.widths_of(arch)
         if widths_now not in plains:
-            net = build_plain(layout, widths_now).to(device)
+            net = runtime.model(build_plain(layout, widths_now))
             plains[widths_now] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
         net, plain_optimizer = plains[widths_now]
-        _train_step(net, plain_optimizer, x, y)  # warm the plain net's kernels for these shapes
-        a = _elapsed_ms(lambda arch=arch: _train_step(supernet, optimizer, x, y, arch), device)
-        p = _elapsed_ms(lambda net=net, opt=plain_optimizer: _train_step(net, opt, x, y), device)
+        _train_step(net, plain_optimizer, x, y, None, runtime)  # warm the plain net's kernels for these shapes
+        a = _elapsed_ms(lambda arch=arch: _train_step(supernet, optimizer, x, y, arch, runtime), device)
+        p = _elapsed_ms(lambda net=net, opt=plain_optimizer: _train_step(net, opt, x, y, None, runtime), device)
         if index >= 2:
             aps_ms.append(a)
             plain_ms.append(p)
@@ -78,9 +82,11 @@ def transition_ms(device: torch.device, repeats: int, widths=(16, 32, 64, 96)) -
     return statistics.median(_elapsed_ms(lambda: supernet.transition(1e-9), device) for _ in range(repeats))
 
 
-def controller_step_ms(device: torch.device, repeats: int, decisions: int = 19, candidates: int = 4) -> float:
-    """Median time of a controller sample with gradient plus its REINFORCE update (no supernet forward)."""
-    controller = Controller([candidates] * decisions).to(device)
+def controller_step_ms(repeats: int, decisions: int = 19, candidates: int = 4) -> float:
+    """Median time of a controller sample with gradient plus its REINFORCE update (no supernet forward), on the
+    CPU, where the search keeps the controller."""
+    device = torch.device("cpu")
+    controller = Controller([candidates] * decisions)
     optimizer = torch.optim.Adam(controller.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -93,14 +99,15 @@ def controller_step_ms(device: torch.device, repeats: int, decisions: int = 19, 
     return statistics.median(_elapsed_ms(step, device) for _ in range(repeats))
 
 
-def run_benchmarks(device: torch.device, repeats: int = 20, batch: int = 128, probe_overhead: float | None = None
-                   ) -> dict:
+def run_benchmarks(device: torch.device, repeats: int = 20, batch: int = 128, probe_overhead: float | None = None,
+                   precision: str = "auto", memory_format: str = "auto") -> dict:
     """Every benchmark number in one dict (keys at least ``step_ratio``, ``probe_overhead``, ``images_per_s``,
     ``device``). ``probe_overhead`` is measured by the caller on a real search (it needs whole epochs)."""
-    exact = step_ratio("ordinal", device, batch, 32, repeats)
-    einsum = step_ratio("transitionary", device, batch, 32, repeats)
+    runtime = resolve_runtime(device, precision, memory_format, image_size=32)
+    exact = step_ratio("ordinal", runtime, batch, 32, repeats)
+    einsum = step_ratio("transitionary", runtime, batch, 32, repeats)
     phi_ms = transition_ms(device, repeats)
-    controller_ms = controller_step_ms(device, repeats)
+    controller_ms = controller_step_ms(repeats)
     # Paper's CIFAR-10 ResNet-20 search: 25k weight images at batch 256 for 600 epochs (200 warm-up); each search
     # step adds a controller step, its 256-image reward forward (≈ a third of a training step) and an Eq. 5 step.
     steps_per_epoch = 25_000 // 256
@@ -111,6 +118,7 @@ def run_benchmarks(device: torch.device, repeats: int = 20, batch: int = 128, pr
     return {
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "torch": torch.__version__, "threads": torch.get_num_threads(), "batch": batch,
+        "precision": runtime.describe()["precision"], "memory_format": runtime.describe()["memory_format"],
         "step_ratio": exact["ratio"], "step_ratio_einsum": einsum["ratio"],
         "aps_step_ms": exact["aps_ms"], "plain_step_ms": exact["plain_ms"],
         "aps_step_einsum_ms": einsum["aps_ms"], "images_per_s": exact["images_per_s"],
@@ -129,7 +137,7 @@ def probe_overhead(device: torch.device, run_dir, epochs: int = 3) -> dict:
     from .config import Config, apply_overrides
     from .search import Search
 
-    config = apply_overrides(Config(), [f"device={device}"])
+    config = apply_overrides(Config(), [f"device={device}"])  # the digits default: small, so launch-bound on GPUs
     search = Search(config, run_dir, log=lambda message: None)
     epoch_s, probe_s = [], []
     for _ in range(epochs):
