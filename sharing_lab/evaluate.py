@@ -77,18 +77,20 @@ def _limit(batches: Iterator, images: int | None) -> Iterator:
 
 @contextlib.contextmanager
 def batch_statistics(model: nn.Module):
-    """Run BatchNorm on batch statistics without updating any running statistic (momentum 0)."""
-    if "_batchnorms" not in model.__dict__:  # cached: this runs at every controller step
+    """Run BatchNorm on batch statistics without touching any running statistic or counter.
+
+    Flips module flags only (``track_running_stats`` off, train mode), so it launches no kernels: it runs at
+    every controller step.
+    """
+    if "_batchnorms" not in model.__dict__:
         model.__dict__["_batchnorms"] = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = []
-    for module in model.__dict__["_batchnorms"]:
-        saved.append((module, module.momentum, module.training, module.num_batches_tracked.clone()))
-        module.momentum = 0.0
-        module.train()
+    saved = [(module, module.track_running_stats, module.training) for module in model.__dict__["_batchnorms"]]
+    for module, _, _ in saved:
+        module.track_running_stats = False
+        module.training = True
     try:
         yield
     finally:
-        for module, momentum, training, tracked in saved:
-            module.momentum = momentum
-            module.train(training)
-            module.num_batches_tracked.copy_(tracked)
+        for module, tracking, training in saved:
+            module.track_running_stats = tracking
+            module.training = training

@@ -131,9 +131,9 @@ class Search:
         check_every_step = self.device.type == "cpu" and not group.active  # free there; a GPU would have to wait
         batches = self.data.batches("train", cfg.data.batch_size, generator=self.generators["data"],
                                     device=self.device, shard=(group.rank, group.world_size))
+        self.model.train()  # evaluation switches to eval mode between epochs only
         for x, y in batches:
             arch, reward_arch, sample = self._decide(search_phase)
-            self.model.train()
             with self.runtime.autocast():
                 logits = self.model(self.runtime.input(x), arch)
                 loss = F.cross_entropy(logits, y)
