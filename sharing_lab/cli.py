@@ -164,7 +164,9 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
         close_group(group)
         if quiet:
             sys.exit(130)
-        _fail(f"stopped at epoch {search.epoch}; resume with: sharing-lab run-search --resume {search_dir}", 130)
+        launcher = (f"torchrun --nproc_per_node={group.world_size} -m sharing_lab.cli" if group.active
+                    else "sharing-lab")
+        _fail(f"stopped at epoch {search.epoch}; resume with: {launcher} run-search --resume {search_dir}", 130)
     except InputError:
         close_group(group)
         if quiet:

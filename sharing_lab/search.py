@@ -65,7 +65,7 @@ class Search:
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # a few hundred (width, stride) shapes, each tuned once
         data_cfg, model_cfg, search_cfg = config.data, config.model, config.search
-        self.local_batch = group.local_size(data_cfg.batch_size, "data.batch_size")
+        group.local_size(data_cfg.batch_size, "data.batch_size")  # refuses a batch the ranks cannot split evenly
         group.local_size(data_cfg.reward_batch_size, "data.reward_batch_size")
         self.data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size)
         self.runtime = resolve_runtime(self.device, config.runtime.precision, config.runtime.memory_format,
