@@ -132,7 +132,8 @@ def probe_overhead(device: torch.device, run_dir, epochs: int = 3) -> dict:
     """Share of wall time the default probes add to the default embedded search at their default cadence.
 
     Times warm-up epochs (the cheapest, so the share is an upper bound) and the probe's run, then divides the
-    probe's cost by the training time between two probe runs.
+    probe's cost by the training time between two probe runs. The first epoch and probe are not counted (first
+    calls: allocations, cuDNN tuning of the shapes they meet).
     """
     from .config import Config, apply_overrides
     from .search import Search
@@ -140,15 +141,12 @@ def probe_overhead(device: torch.device, run_dir, epochs: int = 3) -> dict:
     config = apply_overrides(Config(), [f"device={device}"])  # the digits default: small, so launch-bound on GPUs
     search = Search(config, run_dir, log=lambda message: None)
     epoch_s, probe_s = [], []
-    for _ in range(epochs):
-        start = time.perf_counter()
-        search._train_epoch()
-        epoch_s.append(time.perf_counter() - start)
+    for _ in range(epochs + 1):
+        epoch_s.append(_elapsed_ms(search._train_epoch, device) / 1e3)
         search.epoch += 1
-        for probe in search.probes:
-            start = time.perf_counter()
-            probe.run(search._probe_context())
-            probe_s.append(time.perf_counter() - start)
+        probe_s.append(sum(_elapsed_ms(lambda p=probe: p.run(search._probe_context()), device) / 1e3
+                           for probe in search.probes))
+    epoch_s, probe_s = epoch_s[1:], probe_s[1:]
     every = config.probes.every_epochs
     share = statistics.median(probe_s) / (every * statistics.median(epoch_s))
     return {"probe_overhead": share, "probe_s": statistics.median(probe_s), "epoch_s": statistics.median(epoch_s),

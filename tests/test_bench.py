@@ -1,0 +1,40 @@
+"""``sharing-lab bench`` as a user runs it (issue 6): one JSON object with the documented keys, on the CPU.
+
+Only the shape and sanity of the report are tested; the numbers themselves are measured by hand (README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+
+from sharing_lab.cli import main
+
+
+def _bench(*args: str) -> dict:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--device", "cpu", "--repeats", "3", "--batch", "2", "--json", *args])
+    assert exit_info.value.code == 0
+    return json.loads(out.getvalue())
+
+
+def test_bench_json_reports_every_documented_number():
+    report = _bench()
+    for key in ("step_ratio", "probe_overhead", "images_per_s", "device", "step_ratio_einsum", "phi_update_ms",
+                "controller_step_ms", "projected_paper_resnet20_search_h"):
+        assert key in report, key
+    assert report["device"] == "cpu" and (report["precision"], report["memory_format"]) == ("fp32", "contiguous")
+    assert 0 < report["step_ratio"] < 10 and 0 < report["step_ratio_einsum"] < 10
+    assert 0 < report["probe_overhead"] < 1 and report["images_per_s"] > 0
+    assert report["probe_detail"]["probe_every_epochs"] == 5
+
+
+def test_bench_refuses_an_unknown_precision(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--device", "cpu", "--precision", "fp8"])
+    assert exit_info.value.code == 2
+    assert "fp8" in capsys.readouterr().err
