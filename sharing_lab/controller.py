@@ -47,6 +47,7 @@ class Controller(nn.Module):
         input_size = hidden + len(self.num_candidates) + 1
         self.cells = nn.ModuleList([nn.LSTMCell(input_size, hidden), nn.LSTMCell(hidden, hidden)])
         self.head = nn.Linear(hidden, self.max_candidates)
+        self.register_buffer("positions", torch.eye(len(self.num_candidates)), persistent=False)  # one-hot rows
         with torch.no_grad():
             for parameter in self.parameters():
                 parameter.uniform_(-0.1, 0.1, generator=generator)
@@ -64,9 +65,8 @@ class Controller(nn.Module):
     def step(self, state, previous: int, index: int, flops_left: float):
         """Logits of decision ``index`` (masked to its candidates) and the next state."""
         device = self.head.weight.device
-        one_hot = F.one_hot(torch.tensor([index], device=device), self.num_decisions).float()
         extra = torch.tensor([[flops_left]], device=device)
-        x = torch.cat([self.embedding(torch.tensor([previous], device=device)), one_hot, extra], dim=1)
+        x = torch.cat([self.embedding.weight[previous: previous + 1], self.positions[index: index + 1], extra], dim=1)
         new_state = []
         for cell, (h, c) in zip(self.cells, state):
             h, c = cell(x, (h, c))
@@ -79,25 +79,31 @@ class Controller(nn.Module):
         return logits, new_state
 
     def sample(
-        self, flops_left: FlopsLeft | None = None, generator: torch.Generator | None = None, greedy: bool = False
+        self, flops_left: FlopsLeft | None = None, generator: torch.Generator | None = None, greedy: bool = False,
+        arch_only: bool = False,
     ) -> Sample:
-        """Sample an architecture (differentiable log-probability when grad is enabled)."""
+        """Sample an architecture (differentiable log-probability when grad is enabled). ``arch_only`` skips the
+        log-probability, entropy and probabilities (NaN / empty), drawing the same architecture."""
         state, previous, arch = self._initial_state(), self.start_token, []
         log_prob, entropy, probs = 0.0, 0.0, []
         for index in range(self.num_decisions):
             left = flops_left(arch) if flops_left is not None else 0.0
             logits, state = self.step(state, previous, index, left)
             distribution = F.softmax(logits, dim=-1)
-            log_dist = F.log_softmax(logits, dim=-1)
             if greedy:
                 action = int(distribution.argmax())
             else:
                 action = int(torch.multinomial(distribution.detach().cpu(), 1, generator=generator))
+            arch.append(action)
+            previous = action
+            if arch_only:
+                continue
+            log_dist = F.log_softmax(logits, dim=-1)
             log_prob = log_prob + log_dist[action]
             entropy = entropy - (distribution * log_dist.masked_fill(distribution == 0, 0.0)).sum()
             probs.append(distribution.detach())
-            arch.append(action)
-            previous = action
+        if arch_only:
+            return Sample(tuple(arch), torch.tensor(float("nan")), torch.tensor(float("nan")), [])
         return Sample(tuple(arch), log_prob, entropy, probs)
 
     def log_prob(self, arch: Sequence[int], flops_left: FlopsLeft | None = None) -> float:

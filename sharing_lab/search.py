@@ -174,7 +174,7 @@ class Search:
         if self.group.is_main:
             if search_phase:
                 with torch.no_grad():
-                    decided = self.controller.sample(self.flops_left, self.generators["sample"]).arch
+                    decided = self.controller.sample(self.flops_left, self.generators["sample"], arch_only=True).arch
                 sample = self.controller.sample(self.flops_left, self.generators["sample"])
                 decided = decided + sample.arch
             else:
@@ -266,7 +266,7 @@ class Search:
         rows, accs = [], []
         for _ in range(cfg.eval_archs):
             if self.in_search_phase():
-                arch = self.controller.sample(self.flops_left, self.generators["eval"]).arch
+                arch = self.controller.sample(self.flops_left, self.generators["eval"], arch_only=True).arch
             else:
                 arch = self.supernet.sample_uniform(self.generators["eval"])
             acc = self.score(arch)
