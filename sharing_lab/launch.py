@@ -62,6 +62,8 @@ def start(request: Request, ranks: tuple[int, int, int] = (0, 1, 0), log: Callab
     config, run_dir = resolve(request)
     group, device = init_group(*ranks, config.device)
     try:
+        group.local_size(config.data.batch_size, "data.batch_size")  # before anything is made on disk
+        group.local_size(config.data.reward_batch_size, "data.reward_batch_size")
         outcome = None
         if group.is_main:
             try:

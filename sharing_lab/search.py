@@ -59,8 +59,9 @@ class Search:
         if not group.is_main:
             log, progress = (lambda message: None), False
         self.config, self.run_dir, self.log, self.progress = config, Path(run_dir), log, progress
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         check(config)
+        if group.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.device = group.device if group.active else resolve_device(config.device)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # a few hundred (width, stride) shapes, each tuned once
