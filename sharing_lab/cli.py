@@ -256,7 +256,8 @@ def export(run_dir, rank, out_file) -> None:
 @cli.command("retrain")
 @click.argument("source", type=click.Path())
 @click.option("--top", type=click.IntRange(min=1), help="Retrain the top-N beam architectures of a run.")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (retrain.*).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config key (retrain.*, runtime.*, device).")
 @click.option("--out", default="runs", show_default=True, help="Where a new run is made for an ARCH_JSON source.")
 @click.option("--name", help="Run name for an ARCH_JSON source.")
 def retrain_command(source, top, overrides, out, name) -> None:
