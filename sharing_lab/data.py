@@ -100,6 +100,12 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def _shard_slice(start: int, end: int, rank: int, world_size: int) -> slice:
+    """Rank ``rank``'s contiguous part of the global batch ``[start, end)`` (ceil-sized parts, the last shorter)."""
+    local = -(-(end - start) // world_size)
+    return slice(start + rank * local, min(start + (rank + 1) * local, end))
+
+
 def _check_split(split: str) -> None:
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
@@ -197,12 +203,8 @@ class DataBundle:
     def _iterate(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor,
                  params: tuple[torch.Tensor, ...] | None, batch_size: int, n_batches: int,
                  shard: tuple[int, int]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        rank, world_size = shard
         for b in range(n_batches):
-            start = b * batch_size
-            end = min(start + batch_size, len(order))
-            local = -(-(end - start) // world_size)
-            sel = slice(start + rank * local, min(start + (rank + 1) * local, end))
+            sel = _shard_slice(b * batch_size, min((b + 1) * batch_size, len(order)), *shard)
             idx = order[sel]
             x = images[idx]
             if params is not None:
@@ -406,10 +408,9 @@ def _shard_order(order: list[int], batch_size: int, rank: int, world_size: int,
                  drop_last: bool) -> tuple[list[int], int]:
     """This rank's part of each global batch of ``order`` (the same slices as ``DataBundle.batches``)."""
     end = len(order) // batch_size * batch_size if drop_last else len(order)
-    local = -(-batch_size // world_size)
-    mine = [order[i] for start in range(0, end, batch_size)
-            for i in range(start + rank * local, min(start + (rank + 1) * local, start + batch_size, end))]
-    return mine, local
+    mine = [index for start in range(0, end, batch_size)
+            for index in order[_shard_slice(start, min(start + batch_size, end), rank, world_size)]]
+    return mine, -(-batch_size // world_size)
 
 
 class _ImageFiles(torch.utils.data.Dataset):
