@@ -1,6 +1,6 @@
 """Projected wall time of the paper's CIFAR-10 ResNet-20 search (DESIGN §7 target: under 30 min on one H100).
 
-Runs the real search loop of ``analyses/presets/cifar10-resnet20.toml`` (19 decisions, {16,32,64,96}, batch 256,
+Runs the real search loop of the ``cifar10-resnet20`` preset (19 decisions, {16,32,64,96}, batch 256,
 25k weight images + 25k held-out, 600 epochs of which 200 warm-up, evaluation every 5 epochs, probes every 10)
 for a few warm-up epochs and a few search-phase epochs, times each part, and projects the whole search:
 
@@ -18,7 +18,6 @@ import pickle
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +26,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from sharing_lab.bench import elapsed_ms  # noqa: E402
 from sharing_lab.config import apply_overrides, load_toml  # noqa: E402
-from sharing_lab.search import Search  # noqa: E402
+from sharing_lab.loop import open_search, probe_view, train_epoch  # noqa: E402
+from sharing_lab.report import evaluate, finish  # noqa: E402
 
 
 def write_random_cifar(folder: Path, per_file: int = 10_000, seed: int = 0) -> Path:
@@ -44,42 +45,37 @@ def write_random_cifar(folder: Path, per_file: int = 10_000, seed: int = 0) -> P
 
 
 def _timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return elapsed_ms(fn, device) / 1e3
 
 
 def measure(cifar: Path, device: str, epochs: int, overrides: list[str], run_dir: Path) -> dict:
-    config = load_toml(ROOT / "analyses" / "presets" / "cifar10-resnet20.toml")
+    config = load_toml("cifar10-resnet20")
     config = apply_overrides(config, [f"data.dir={cifar}", f"device={device}", *overrides])
-    search = Search(config, run_dir, log=lambda message: None)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    search = open_search(config, run_dir, log=lambda message: None)
     dev = search.device
     cfg = config.search
 
     def epoch() -> None:
-        search._train_epoch()
+        train_epoch(search)
 
     warmup = [_timed(epoch, dev) for _ in range(epochs + 1)][1:]  # the first epoch tunes cuDNN for every shape
-    search.epoch = cfg.warmup_epochs  # into the search phase: controller, rewards, Eq. 5
+    search.state.epoch = cfg.warmup_epochs  # into the search phase: controller, rewards, Eq. 5
     searching = [_timed(epoch, dev) for _ in range(epochs + 1)][1:]
-    evaluation = [_timed(search._evaluate, dev) for _ in range(2)][1]  # the first tunes cuDNN for its batches
-    probe = [_timed(lambda: [p.run(search._probe_context()) for p in search.probes], dev) for _ in range(2)][1]
-    finish = _timed(search.finish, dev)
+    evaluation = [_timed(lambda: evaluate(search), dev) for _ in range(2)][1]  # the first tunes cuDNN
+    probe = [_timed(lambda: [p.run(probe_view(search)) for p in search.state.probes], dev) for _ in range(2)][1]
+    finished = _timed(lambda: finish(search), dev)
     warm_s, search_s = statistics.median(warmup), statistics.median(searching)
     evaluations = cfg.epochs // cfg.eval_every
     probes = cfg.epochs // config.probes.every_epochs
     projected = (cfg.warmup_epochs * warm_s + (cfg.epochs - cfg.warmup_epochs) * search_s
-                 + evaluations * evaluation + probes * probe + finish)
-    steps = search.steps_per_epoch
+                 + evaluations * evaluation + probes * probe + finished)
+    steps = search.state.steps_per_epoch
     return {
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, **search.runtime.describe(), "steps_per_epoch": steps,
         "warmup_epoch_s": warm_s, "search_epoch_s": search_s, "warmup_step_ms": 1e3 * warm_s / steps,
-        "search_step_ms": 1e3 * search_s / steps, "evaluation_s": evaluation, "probe_s": probe, "finish_s": finish,
+        "search_step_ms": 1e3 * search_s / steps, "evaluation_s": evaluation, "probe_s": probe, "finish_s": finished,
         "images_per_s_warmup": steps * config.data.batch_size / warm_s,
         "projected_search_min": projected / 60, "target_min": 30,
     }

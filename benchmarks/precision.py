@@ -16,10 +16,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sharing_lab.bench import _elapsed_ms, _train_step  # noqa: E402
+from sharing_lab.bench import elapsed_ms  # noqa: E402
 from sharing_lab.layout import build_layout  # noqa: E402
 from sharing_lab.plain import build_plain  # noqa: E402
 from sharing_lab.runtime import resolve_runtime  # noqa: E402
+from sharing_lab.training import train_step  # noqa: E402
 
 CASES = (("resnet20", 32, 256), ("resnet56", 32, 256), ("resnet18", 224, 128), ("mobilenetv2", 224, 128))
 
@@ -33,8 +34,8 @@ def step_ms(model: str, image_size: int, batch: int, device: str, precision: str
     x = runtime.input(torch.randn(batch, 3, image_size, image_size, device=runtime.device))
     y = torch.randint(0, layout.num_classes, (batch,), device=runtime.device)
     for _ in range(3):
-        _train_step(net, optimizer, x, y, None, runtime)
-    return statistics.median(_elapsed_ms(lambda: _train_step(net, optimizer, x, y, None, runtime), runtime.device)
+        train_step(net, optimizer, x, y, runtime)
+    return statistics.median(elapsed_ms(lambda: train_step(net, optimizer, x, y, runtime), runtime.device)
                              for _ in range(repeats))
 
 

@@ -3,7 +3,7 @@
 The candidate kernel W^{i,o} = (Q^i)ᵀ ×_2 𝒲 ×_1 P^o (paper Eq. 2). Where both sides' transforms are exact
 identity slices (frozen ordinal, independent and overlap schemes) it is a zero-copy slice of the meta-weight;
 otherwise it is an einsum. Transforms are buffers: they get no task-loss gradient (notes: the authors' code
-detaches them too) and move only through the Φ transition of Eq. 5 (:func:`sharing_lab.sharing.transition_step`).
+detaches them too) and move only as their scheme moves them (:meth:`sharing_lab.schemes.SharingScheme.move`).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import InputError
 from .plain import pointwise
-from .sharing import Transforms, transition_step
+from .schemes import Transforms
 
 BN_MODES = ("per_candidate", "per_candidate_affine")
 
@@ -99,7 +100,7 @@ class APSConv2d(nn.Module):
     ) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
-            raise ValueError(f"unknown BN mode {bn_mode!r}; known: {', '.join(BN_MODES)}")
+            raise InputError(f"unknown BN mode {bn_mode!r}; known: {', '.join(BN_MODES)}")
         self.kernel_size, self.stride, self.depthwise = kernel, stride, in_side is None
         self.out_side, self.in_side = out_side, in_side
         out_meta = out_side.meta_width
@@ -133,13 +134,10 @@ class APSConv2d(nn.Module):
         q = self.in_side.matrices if self.in_side is not None else [torch.ones(1, 1, device=self.weight.device)]
         return self.out_side.matrices, q
 
-    def transition(self, tau: float) -> float:
-        """One Eq. 5 step on this layer's movable transforms; returns Φ_l before the step."""
-        return _transition(self, tau)
-
 
 def transition_plan(module: APSConv2d | APSLinear) -> tuple[list, list, bool, bool]:
-    """(P, Q, update_P, update_Q) of a layer for Eq. 5, releasing the slice offsets of the sides that move."""
+    """(P, Q, update_P, update_Q) of a layer for a scheme's move, releasing the slice offsets of the sides that
+    move."""
     out_side, in_side = module.out_side, module.in_side
     update_P = out_side.movable
     update_Q = in_side is not None and in_side.movable
@@ -147,11 +145,6 @@ def transition_plan(module: APSConv2d | APSLinear) -> tuple[list, list, bool, bo
         if moves:
             side.release()
     return (*module.sides(), update_P, update_Q)
-
-
-def _transition(module: APSConv2d | APSLinear, tau: float) -> float:
-    P, Q, update_P, update_Q = transition_plan(module)
-    return transition_step(P, Q, tau, update_P=update_P, update_Q=update_Q)
 
 
 class APSLinear(nn.Module):
@@ -178,7 +171,3 @@ class APSLinear(nn.Module):
 
     def sides(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         return self.out_side.matrices, self.in_side.matrices
-
-    def transition(self, tau: float) -> float:
-        """One Eq. 5 step on the classifier's Q^i; returns Φ_l before the step."""
-        return _transition(self, tau)

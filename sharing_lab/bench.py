@@ -12,14 +12,15 @@ import time
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 
 from .controller import Controller, reward
 from .layout import build_layout
 from .plain import build_plain
 from .runtime import Runtime, resolve_runtime
-from .sharing import get_scheme
+from .schemes import get_scheme
+from .space import SearchSpace
 from .supernet import Supernet
+from .training import train_step
 
 
 def _sync(device: torch.device) -> None:
@@ -27,21 +28,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _elapsed_ms(fn: Callable[[], None], device: torch.device) -> float:
+def elapsed_ms(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall time of ``fn()`` in milliseconds, the device's queued work included (the project's one timer)."""
     _sync(device)
     start = time.perf_counter()
     fn()
     _sync(device)
     return (time.perf_counter() - start) * 1e3
-
-
-def _train_step(model, optimizer, x, y, arch, runtime: Runtime) -> None:
-    with runtime.autocast():
-        logits = model(x, arch) if arch is not None else model(x)
-        loss = F.cross_entropy(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 def step_ratio(scheme: str, runtime: Runtime, batch: int, image_size: int, repeats: int, seed: int = 0,
@@ -50,12 +43,13 @@ def step_ratio(scheme: str, runtime: Runtime, batch: int, image_size: int, repea
     with the same widths (fresh optimiser state per network, same batch)."""
     device = runtime.device
     layout = build_layout(model, widths=list(widths), image_size=image_size)
-    supernet = runtime.model(Supernet(layout, get_scheme(scheme), seed))
+    space = SearchSpace(layout, get_scheme(scheme))
+    supernet = runtime.model(Supernet(space, seed))
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.01, momentum=0.9)
     generator = torch.Generator().manual_seed(seed)
     x = runtime.input(torch.randn(batch, 3, image_size, image_size, device=device))
     y = torch.randint(0, 10, (batch,), device=device)
-    archs = [supernet.sample_uniform(generator) for _ in range(repeats)]
+    archs = [space.sample_uniform(generator) for _ in range(repeats)]
     plains = {}
     aps_ms, plain_ms = [], []
     for index, arch in enumerate(archs + archs[:2]):  # the first two of each are warm-up
@@ -64,9 +58,9 @@ def step_ratio(scheme: str, runtime: Runtime, batch: int, image_size: int, repea
             net = runtime.model(build_plain(layout, widths_now))
             plains[widths_now] = (net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9))
         net, plain_optimizer = plains[widths_now]
-        _train_step(net, plain_optimizer, x, y, None, runtime)  # warm the plain net's kernels for these shapes
-        a = _elapsed_ms(lambda arch=arch: _train_step(supernet, optimizer, x, y, arch, runtime), device)
-        p = _elapsed_ms(lambda net=net, opt=plain_optimizer: _train_step(net, opt, x, y, None, runtime), device)
+        train_step(net, plain_optimizer, x, y, runtime)  # warm the plain net's kernels for these shapes
+        a = elapsed_ms(lambda arch=arch: train_step(supernet, optimizer, x, y, runtime, arch), device)
+        p = elapsed_ms(lambda net=net, opt=plain_optimizer: train_step(net, opt, x, y, runtime), device)
         if index >= 2:
             aps_ms.append(a)
             plain_ms.append(p)
@@ -77,9 +71,10 @@ def step_ratio(scheme: str, runtime: Runtime, batch: int, image_size: int, repea
 
 def transition_ms(device: torch.device, repeats: int, widths=(16, 32, 64, 96)) -> float:
     """Median time of one Eq. 5 step over every layer of a transitionary ResNet-20 supernet."""
-    supernet = Supernet(build_layout("resnet20", widths=list(widths)), get_scheme("transitionary")).to(device)
+    space = SearchSpace(build_layout("resnet20", widths=list(widths)), get_scheme("transitionary"))
+    supernet = Supernet(space).to(device)
     supernet.transition(1e-9)
-    return statistics.median(_elapsed_ms(lambda: supernet.transition(1e-9), device) for _ in range(repeats))
+    return statistics.median(elapsed_ms(lambda: supernet.transition(1e-9), device) for _ in range(repeats))
 
 
 def controller_step_ms(repeats: int, decisions: int = 19, candidates: int = 4) -> float:
@@ -96,7 +91,7 @@ def controller_step_ms(repeats: int, decisions: int = 19, candidates: int = 4) -
         loss.backward()
         optimizer.step()
 
-    return statistics.median(_elapsed_ms(step, device) for _ in range(repeats))
+    return statistics.median(elapsed_ms(step, device) for _ in range(repeats))
 
 
 def run_benchmarks(device: torch.device, repeats: int = 20, batch: int = 128, probe_overhead: float | None = None,
@@ -136,16 +131,16 @@ def probe_overhead(device: torch.device, run_dir, epochs: int = 3) -> dict:
     calls: allocations, cuDNN tuning of the shapes they meet).
     """
     from .config import Config, apply_overrides
-    from .search import Search
+    from .loop import open_search, probe_view, train_epoch
 
     config = apply_overrides(Config(), [f"device={device}"])  # the digits default: small, so launch-bound on GPUs
-    search = Search(config, run_dir, log=lambda message: None)
+    search = open_search(config, run_dir, log=lambda message: None)
     epoch_s, probe_s = [], []
     for _ in range(epochs + 1):
-        epoch_s.append(_elapsed_ms(search._train_epoch, device) / 1e3)
-        search.epoch += 1
-        probe_s.append(sum(_elapsed_ms(lambda p=probe: p.run(search._probe_context()), device) / 1e3
-                           for probe in search.probes))
+        epoch_s.append(elapsed_ms(lambda: train_epoch(search), device) / 1e3)
+        search.state.epoch += 1
+        probe_s.append(sum(elapsed_ms(lambda p=probe: p.run(probe_view(search)), device) / 1e3
+                           for probe in search.state.probes))
     epoch_s, probe_s = epoch_s[1:], probe_s[1:]
     every = config.probes.every_epochs
     share = statistics.median(probe_s) / (every * statistics.median(epoch_s))

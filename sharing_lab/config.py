@@ -1,8 +1,8 @@
 """Typed, frozen run configuration: defaults, TOML files, ``--set key=value`` overrides, JSON round trip.
 
 The defaults are the embedded search (digits, CPU, transitionary sharing), calibrated as recorded in the
-README's calibration section and ``../shared/notes/digits-calibration.md``. Paper-scale presets live in
-``analyses/presets/*.toml``.
+README's calibration section and ``../shared/notes/digits-calibration.md``. Paper-scale presets ship in the
+package (``sharing_lab/presets/*.toml``) and are addressed by name (``--config cifar10-resnet20``) or by path.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ class SearchConfig:
     eval_archs: int = 20
     beam_top: int = 8
     prob_samples: int = 32  # controller trajectories averaged for the recorded per-layer probabilities
+    bn_evaluation: str = "recalibrated"  # BN statistics of an evaluated architecture: recalibrated or batch
+    gt_every: int = 1  # on a space with a ground truth: score the whole space every that many evaluations
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class SharingConfig:
 @dataclass(frozen=True)
 class ProbeConfig:
     enabled: bool = True
+    names: tuple[str, ...] = ("sharing",)  # registered probes to run (sharing-lab list)
     every_steps: int = 0  # > 0: every that many steps; 0: at epoch ends (below) and at every evaluation
     every_epochs: int = 5
     align_archs: int = 4  # K sampled architectures for gradient alignment (Eq. 3)
@@ -196,15 +200,30 @@ def from_mapping(mapping: dict, base: Config | None = None) -> Config:
     return config
 
 
+def preset_names() -> list[str]:
+    """Names of the configuration presets shipped in the package (``sharing_lab/presets/*.toml``)."""
+    folder = resources.files("sharing_lab") / "presets"
+    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+
+
 def load_toml(path: str | Path, base: Config | None = None) -> Config:
-    """Read a TOML configuration file over ``base``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"config file {path} does not exist")
+    """Read a TOML configuration file, or a preset named by ``path`` (:func:`preset_names`), over ``base``."""
+    text_path = str(path)
+    if not Path(text_path).is_file() and text_path in preset_names():
+        text = (resources.files("sharing_lab") / "presets" / f"{text_path}.toml").read_text()
+    elif Path(text_path).is_file():
+        try:
+            text = Path(text_path).read_text()
+        except UnicodeDecodeError as error:
+            raise InputError(f"config file {path} is not valid TOML: {error}") from None
+    else:
+        raise InputError(f"config file {path} does not exist and is not a preset ({', '.join(preset_names())})")
     try:
-        mapping = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        mapping = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
         raise InputError(f"config file {path} is not valid TOML: {error}") from None
+    if not isinstance(mapping, dict):
+        raise InputError(f"config file {path} is not a TOML table")
     return from_mapping(mapping, base)
 
 
@@ -246,12 +265,14 @@ _AT_LEAST = {
     "data.batch_size": 1, "data.reward_batch_size": 1, "data.eval_batch_size": 1, "data.calibration_images": 1,
     "data.eval_images": 1, "data.workers": 0, "search.epochs": 1, "search.warmup_epochs": 0,
     "search.controller_hidden": 1, "search.eval_every": 1, "search.eval_archs": 1, "search.beam_top": 1,
-    "search.prob_samples": 1, "sharing.transition_every": 1, "probes.every_steps": 0, "probes.every_epochs": 1,
+    "search.prob_samples": 1, "search.gt_every": 1, "sharing.transition_every": 1, "probes.every_steps": 0,
+    "probes.every_epochs": 1,
     "probes.align_archs": 2, "probes.probe_batch": 1, "retrain.epochs": 1, "retrain.batch_size": 1,
     "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0, "sharing.tau": 0.0,
     "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0,
 }
-_CHOICES = {"search.lr_schedule": ("cosine", "step"), "runtime.precision": ("auto", "fp32", "bf16"),
+_CHOICES = {"search.lr_schedule": ("cosine", "step"), "search.bn_evaluation": ("recalibrated", "batch"),
+            "runtime.precision": ("auto", "fp32", "bf16"),
             "runtime.memory_format": ("auto", "contiguous", "channels_last")}
 
 
@@ -274,6 +295,11 @@ def check(config: Config) -> None:
     if not (meta in ("sum", "max") or (isinstance(meta, int) and meta > 0) or (isinstance(meta, str)
                                                                              and meta.isdigit())):
         raise InputError(f"model.meta must be 'sum', 'max' or a positive integer, got {meta!r}")
+
+
+def flat(config: Config) -> dict[str, Any]:
+    """Every key of ``config`` as ``section.field`` → value (tuples as lists), as ``--set`` spells them."""
+    return dict(_flatten(to_dict(config)))
 
 
 def differences(a: Config, b: Config) -> list[str]:

@@ -178,6 +178,27 @@ def beam_search(
     return results
 
 
+@torch.no_grad()
+def exact_log_probs(controller: Controller, flops_left: FlopsLeft | None = None,
+                    limit: int = 100_000) -> dict[tuple[int, ...], float]:
+    """log π(a) of every architecture of the space, exactly: the controller is autoregressive, so π(a) is the
+    product of its per-decision probabilities along a; the prefix tree is walked once (one LSTM step per
+    prefix). Refuses spaces of more than ``limit`` architectures."""
+    size = 1
+    for count in controller.num_candidates:
+        size *= count
+    if size > limit:
+        raise ValueError(f"exact enumeration of {size} architectures exceeds the limit of {limit}")
+    out: dict[tuple[int, ...], float] = {}
+    frontier = [((), 0.0, controller._initial_state(), controller.start_token)]
+    for _ in range(controller.num_decisions):
+        frontier = [(prefix + (action,), score, state, action) for prefix, base, old, previous in frontier
+                    for action, score, state in _children(controller, prefix, old, previous, base, flops_left)]
+    for prefix, score, _, _ in frontier:
+        out[prefix] = score
+    return out
+
+
 def _children(controller: Controller, prefix, state, previous, score, flops_left):
     index = len(prefix)
     left = flops_left(list(prefix)) if flops_left is not None else 0.0

@@ -18,16 +18,15 @@ from torch import nn
 from .runtime import Runtime
 from .supernet import Supernet
 
-BN_EVALUATION = "recalibrated"  # recorded in config.json: how evaluated architectures get BN statistics
-
 
 @torch.no_grad()
-def accuracy(model, batches, arch: Sequence[int] | None = None, runtime: Runtime | None = None) -> float:
-    """Top-1 accuracy of ``model`` (a supernet with ``arch``, or a plain network) over ``batches``; counts are
-    summed on the device and read once."""
+def accuracy(model, batches, arch: Sequence[int] | None = None, runtime: Runtime | None = None,
+             limit: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` (a supernet with ``arch``, or a plain network) over ``batches`` (the first
+    ``limit`` images when set); counts are summed on the device and read once."""
     runtime = runtime or Runtime(torch.device("cpu"))
     correct, total = torch.zeros((), dtype=torch.int64), 0
-    for x, y in batches:
+    for x, y in _limit(batches, limit):
         with runtime.autocast():
             logits = model(runtime.input(x), arch) if arch is not None else model(runtime.input(x))
         correct = (logits.argmax(dim=1) == y).sum() + correct.to(y.device)
@@ -59,7 +58,7 @@ def evaluate_arch(
         supernet.recalibrate_bn(arch, calibration)
     supernet.eval()
     batches = data.batches(split, batch_size, shuffle=False, drop_last=False, device=device, augment=False)
-    result = accuracy(supernet, _limit(batches, images), arch, runtime)
+    result = accuracy(supernet, batches, arch, runtime, limit=images)
     supernet.train(was_training)
     return result
 

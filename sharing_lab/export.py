@@ -21,17 +21,6 @@ from .rundir import EXPORT
 FORMAT = "sharing-lab/arch-v1"
 
 
-def arch_record(search, arch: Sequence[int], source: str, acc: float, log_prob: float | None = None,
-                **extra) -> dict:
-    """One ``archs`` row (DESIGN §5) for architecture ``arch`` of a running search."""
-    widths = search.layout.widths_of(arch)
-    if log_prob is None:
-        log_prob = search.controller.log_prob(arch, search.flops_left)
-    cost = count(search.layout, widths)
-    return {"epoch": search.epoch, "source": source, "widths": ",".join(map(str, widths)),
-            "macs": cost.macs, "log_prob": float(log_prob), "acc": float(acc), "params": cost.params, **extra}
-
-
 def choose(rows: list[dict], target: float | None) -> dict:
     """The paper's pick among the top-N (Section 5.3): the one closest to the FLOPs target, else the likeliest."""
     if target is None:
@@ -73,7 +62,7 @@ def load_export(path: str | Path) -> tuple[Layout, list[int], dict]:
                               in_channels=payload["in_channels"], image_size=payload["image_size"])
         widths = [int(w) for w in payload["widths"]]
         layout.check_widths(widths)
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as error:
         raise InputError(f"{path} is not an exported architecture: {error}") from None
     return layout, widths, payload
 

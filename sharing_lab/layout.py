@@ -20,14 +20,13 @@ uses 1×1 shortcuts in the supernet and identities when retraining; see the note
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-MODEL_NAMES = ("resnet20", "resnet56", "resnet18", "mobilenetv2")
+from .errors import InputError
+from .registry import MODELS
+
 GRANULARITIES = ("conv", "block", "stage", "residual")
-DEFAULT_GRANULARITY = {"resnet20": "conv", "resnet56": "conv", "resnet18": "residual", "mobilenetv2": "residual"}
-CIFAR_DEFAULT_WIDTHS = (16, 32, 64, 96)
-IMAGENET_MULTIPLIERS = (0.5, 0.75, 1.0, 1.25)
 
 
 @dataclass(frozen=True)
@@ -120,7 +119,6 @@ class Layout:
     in_channels: int
     image_size: int
     activation: str
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def num_decisions(self) -> int:
@@ -147,23 +145,23 @@ class Layout:
         return convs
 
     def check_widths(self, widths: Sequence[int]) -> None:
-        """Raise ValueError unless ``widths`` has one positive int per decision."""
+        """Refuse (as bad input) anything but one positive int per decision."""
         if len(widths) != self.num_decisions:
-            raise ValueError(
+            raise InputError(
                 f"{self.model} ({self.granularity} granularity) has {self.num_decisions} decisions, "
                 f"got {len(widths)} widths"
             )
         for decision, width in zip(self.decisions, widths):
             if int(width) != width or width <= 0:
-                raise ValueError(f"width of {decision.name} must be a positive integer, got {width}")
+                raise InputError(f"width of {decision.name} must be a positive integer, got {width}")
 
 
 # --- building layouts -------------------------------------------------------------------------------------
 
 
 @dataclass
-class _Slot:
-    """A conv output channel count before decisions are assigned."""
+class Slot:
+    """A conv output channel count of a base model before decisions are assigned."""
 
     kind: str  # 'stem', 'inner' or 'output'
     stage: int
@@ -172,7 +170,7 @@ class _Slot:
     name: str
 
 
-def _slot_key(slot: _Slot, index: int, granularity: str) -> tuple:
+def _slot_key(slot: Slot, index: int, granularity: str) -> tuple:
     if granularity == "conv" or (granularity == "residual" and slot.kind != "output"):
         return ("own", index)
     if granularity == "residual":
@@ -182,7 +180,7 @@ def _slot_key(slot: _Slot, index: int, granularity: str) -> tuple:
     return ("stage", slot.stage, slot.base_width)
 
 
-def _decision_name(key: tuple, slot: _Slot) -> str:
+def _decision_name(key: tuple, slot: Slot) -> str:
     if key[0] == "stage":
         return f"stage{slot.stage}"
     if key[0] == "stage-output":
@@ -192,66 +190,74 @@ def _decision_name(key: tuple, slot: _Slot) -> str:
     return slot.name
 
 
-def _candidates_for(base_width: int, widths: Sequence[int] | None, multipliers: Sequence[float] | None) -> tuple:
-    if widths is not None:
-        return tuple(int(w) for w in widths)
-    return tuple(int(round(m * base_width)) for m in multipliers)
+@dataclass(frozen=True)
+class Request:
+    """What a model builder is asked for: the candidates, the granularity and the data's shape."""
+
+    granularity: str
+    widths: tuple[int, ...] | None
+    multipliers: tuple[float, ...] | None
+    meta: str | int
+    num_classes: int
+    in_channels: int
+    image_size: int
+
+    def candidates_for(self, base_width: int) -> tuple[int, ...]:
+        if self.widths is not None:
+            return self.widths
+        return tuple(int(round(m * base_width)) for m in self.multipliers)
+
+    def meta_width(self, candidates: Sequence[int]) -> int:
+        if self.meta == "sum":
+            return sum(candidates)
+        if self.meta == "max":
+            return max(candidates)
+        return int(self.meta)
+
+    def assign(self, slots: Sequence[Slot]) -> tuple[list[int], tuple[Decision, ...]]:
+        """The decision of every slot under this granularity, and the decisions (in first-use order)."""
+        keys: dict[tuple, int] = {}
+        slot_decision: list[int] = []
+        decisions: list[Decision] = []
+        for index, slot in enumerate(slots):
+            key = _slot_key(slot, index, self.granularity)
+            if key not in keys:
+                keys[key] = len(decisions)
+                candidates = self.candidates_for(slot.base_width)
+                meta = self.meta_width(candidates)
+                if meta < max(candidates):
+                    raise InputError(f"meta width {meta} of {_decision_name(key, slot)} is smaller than its largest "
+                                     f"candidate {max(candidates)}")
+                decisions.append(Decision(_decision_name(key, slot), slot.base_width, candidates, meta))
+            slot_decision.append(keys[key])
+        return slot_decision, tuple(decisions)
 
 
-def _assign_decisions(
-    slots: list[_Slot],
-    granularity: str,
-    widths: Sequence[int] | None,
-    multipliers: Sequence[float] | None,
-    meta: str | int,
-) -> tuple[list[int], tuple[Decision, ...]]:
-    keys: dict[tuple, int] = {}
-    slot_decision: list[int] = []
-    decisions: list[Decision] = []
-    for index, slot in enumerate(slots):
-        key = _slot_key(slot, index, granularity)
-        if key not in keys:
-            keys[key] = len(decisions)
-            candidates = _candidates_for(slot.base_width, widths, multipliers)
-            name = _decision_name(key, slot)
-            decisions.append(Decision(name, slot.base_width, candidates, _meta_width(candidates, meta)))
-        slot_decision.append(keys[key])
-    return slot_decision, tuple(decisions)
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model: its defaults and ``build(request) -> Layout``.
+
+    ``widths`` (CIFAR convention: the same candidates in every decision) or ``multipliers`` (ImageNet
+    convention: candidates = multiplier × base width) is the default candidate set.
+    """
+
+    name: str
+    build: Callable[[Request], Layout]
+    granularity: str
+    image_size: int
+    num_classes: int
+    widths: tuple[int, ...] | None = None
+    multipliers: tuple[float, ...] | None = None
 
 
-def _meta_width(candidates: Sequence[int], meta: str | int) -> int:
-    if meta == "sum":
-        return sum(candidates)
-    if meta == "max":
-        return max(candidates)
-    return int(meta)
+def model_names() -> list[str]:
+    """Names of the registered models."""
+    return MODELS.names()
 
 
-def _resnet_slots(model: str) -> tuple[list[_Slot], list[tuple[int, int, int]], dict]:
-    """Slots and (stage, stride, base width) per block of the CIFAR ResNets and ImageNet ResNet-18."""
-    if model in ("resnet20", "resnet56"):
-        per_stage = 3 if model == "resnet20" else 9
-        stage_widths, stem_width = (16, 32, 64), 16
-        info = {"stem_kernel": 3, "stem_stride": 1, "stem_pool": False}
-    else:
-        per_stage, stage_widths, stem_width = 2, (64, 128, 256, 512), 64
-        info = {"stem_kernel": 7, "stem_stride": 2, "stem_pool": True}
-    slots = [_Slot("stem", 1, -1, stem_width, "stem")]
-    blocks = []
-    for stage, width in enumerate(stage_widths, start=1):
-        for index in range(per_stage):
-            block = len(blocks)
-            stride = 2 if stage > 1 and index == 0 else 1
-            blocks.append((stage, stride, width))
-            slots.append(_Slot("inner", stage, block, width, f"stage{stage}.block{index}.conv1"))
-            slots.append(_Slot("output", stage, block, width, f"stage{stage}.block{index}.conv2"))
-    return slots, blocks, info
-
-
-# MobileNetV2 (t, c, n, s) rows, the standard 1.0 configuration.
-_MBV2_SETTINGS = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1),
-)
+def model_spec(model: str) -> ModelSpec:
+    """The registered :class:`ModelSpec` of ``model`` (unknown names are bad input)."""
+    return MODELS.get(model)()
 
 
 def build_layout(
@@ -267,103 +273,32 @@ def build_layout(
     """Layout of ``model`` with candidate ``widths`` in every decision (CIFAR convention) or candidates
     ``multipliers`` × base width per decision (ImageNet convention, the paper's stage-scaled sets).
 
-    Defaults: CIFAR models use {16, 32, 64, 96}, 32×32 input, 10 classes; ImageNet models use
-    {0.5, 0.75, 1, 1.25} × base width (ResNet-18: {32, 48, 64, 80} × 2^(stage−1)), 224×224, 1000 classes.
-    ``meta`` is the meta width per decision: ``"sum"`` (Σ c_a, default, fits every scheme), ``"max"`` or an int.
+    Unset arguments take the model's defaults (:class:`ModelSpec`): CIFAR models {16, 32, 64, 96}, 32×32,
+    10 classes; ImageNet models {0.5, 0.75, 1, 1.25} × base width, 224×224, 1000 classes. ``meta`` is the meta
+    width per decision: ``"sum"`` (Σ c_a, default, fits every scheme), ``"max"`` or an int.
     """
-    if model not in MODEL_NAMES:
-        raise ValueError(f"unknown model {model!r}; known: {', '.join(MODEL_NAMES)}")
-    granularity = granularity or DEFAULT_GRANULARITY[model]
+    spec = model_spec(model)
+    granularity = granularity or spec.granularity
     if granularity not in GRANULARITIES:
-        raise ValueError(f"unknown granularity {granularity!r}; known: {', '.join(GRANULARITIES)}")
-    cifar = model in ("resnet20", "resnet56")
+        raise InputError(f"unknown granularity {granularity!r}; known: {', '.join(GRANULARITIES)}")
     if widths is None and multipliers is None:
-        if cifar:
-            widths = CIFAR_DEFAULT_WIDTHS
-        else:
-            multipliers = IMAGENET_MULTIPLIERS
+        widths, multipliers = spec.widths, spec.multipliers
     if widths is not None:
-        widths = [int(w) for w in widths]
+        widths = tuple(int(w) for w in widths)
         if not widths:
-            raise ValueError("candidate widths must not be empty")
+            raise InputError("candidate widths must not be empty")
         if any(w <= 0 for w in widths):
-            raise ValueError(f"candidate widths must be positive, got {widths}")
-        if widths != sorted(set(widths)):
-            raise ValueError(f"candidate widths must be strictly increasing, got {widths}")
-    if multipliers is not None and (not multipliers or any(m <= 0 for m in multipliers)):
-        raise ValueError(f"width multipliers must be positive, got {list(multipliers)}")
-    num_classes = num_classes or (10 if cifar else 1000)
-    image_size = image_size or (32 if cifar else 224)
-    if model == "mobilenetv2":
-        return _mobilenetv2(granularity, widths, multipliers, meta, num_classes, in_channels, image_size)
-    return _resnet(model, granularity, widths, multipliers, meta, num_classes, in_channels, image_size)
-
-
-def _check_meta(decisions: Sequence[Decision]) -> None:
-    for decision in decisions:
-        if decision.meta_width < max(decision.candidates):
-            raise ValueError(
-                f"meta width {decision.meta_width} of {decision.name} is smaller than its largest candidate "
-                f"{max(decision.candidates)}"
-            )
-
-
-def _resnet(model, granularity, widths, multipliers, meta, num_classes, in_channels, image_size) -> Layout:
-    slots, block_info, info = _resnet_slots(model)
-    slot_decision, decisions = _assign_decisions(slots, granularity, widths, multipliers, meta)
-    _check_meta(decisions)
-    stem = ConvSpec(
-        "stem", Channels(fixed=in_channels), Channels(slot_decision[0]), info["stem_kernel"], info["stem_stride"],
-        image_size,
-    )
-    size = stem.out_size
-    if info["stem_pool"]:
-        size = (size + 2 - 3) // 2 + 1
-    blocks, previous = [], Channels(slot_decision[0])
-    for index, (_stage, stride, _width) in enumerate(block_info):
-        inner, output = Channels(slot_decision[1 + 2 * index]), Channels(slot_decision[2 + 2 * index])
-        conv1 = ConvSpec(slots[1 + 2 * index].name, previous, inner, 3, stride, size)
-        conv2 = ConvSpec(slots[2 + 2 * index].name, inner, output, 3, 1, conv1.out_size, act=False)
-        blocks.append(Block(slots[2 + 2 * index].name.rsplit(".", 1)[0], (conv1, conv2), True, True))
-        previous, size = output, conv2.out_size
-    return Layout(
-        model, granularity, decisions, stem, info["stem_pool"], tuple(blocks), None, previous, num_classes,
-        in_channels, image_size, "relu",
-    )
-
-
-def _mobilenetv2(granularity, widths, multipliers, meta, num_classes, in_channels, image_size) -> Layout:
-    slots = [_Slot("stem", 1, -1, 32, "stem")]
-    plan = []  # (stage, block, t, in_base, out_base, stride)
-    in_base, block = 32, 0
-    for stage, (t, c, n, s) in enumerate(_MBV2_SETTINGS, start=1):
-        for index in range(n):
-            if t != 1:
-                slots.append(_Slot("inner", stage, block, in_base * t, f"stage{stage}.block{index}.expand"))
-            slots.append(_Slot("output", stage, block, c, f"stage{stage}.block{index}.project"))
-            plan.append((stage, index, t, in_base, c, s if index == 0 else 1))
-            in_base, block = c, block + 1
-    slot_decision, decisions = _assign_decisions(slots, granularity, widths, multipliers, meta)
-    _check_meta(decisions)
-    stem = ConvSpec("stem", Channels(fixed=in_channels), Channels(slot_decision[0]), 3, 2, image_size)
-    size, previous, cursor, blocks = stem.out_size, Channels(slot_decision[0]), 1, []
-    for stage, index, t, in_b, out_b, stride in plan:
-        convs = []
-        hidden = previous
-        prefix = f"stage{stage}.block{index}"
-        if t != 1:
-            hidden = Channels(slot_decision[cursor])
-            cursor += 1
-            convs.append(ConvSpec(f"{prefix}.expand", previous, hidden, 1, 1, size))
-        dw = ConvSpec(f"{prefix}.depthwise", hidden, hidden, 3, stride, size, depthwise=True)
-        output = Channels(slot_decision[cursor])
-        cursor += 1
-        project = ConvSpec(f"{prefix}.project", hidden, output, 1, 1, dw.out_size, act=False)
-        convs.extend([dw, project])
-        blocks.append(Block(prefix, tuple(convs), stride == 1 and in_b == out_b, False))
-        previous, size = output, dw.out_size
-    head = ConvSpec("head", previous, Channels(fixed=1280), 1, 1, size)
-    return Layout(
-        "mobilenetv2", granularity, decisions, stem, False, tuple(blocks), head, Channels(fixed=1280), num_classes,
-        in_channels, image_size, "relu6",
-    )
+            raise InputError(f"candidate widths must be positive, got {list(widths)}")
+        if list(widths) != sorted(set(widths)):
+            raise InputError(f"candidate widths must be strictly increasing, got {list(widths)}")
+        multipliers = None
+    elif not multipliers or any(m <= 0 for m in multipliers):
+        raise InputError(f"width multipliers must be positive, got {list(multipliers or ())}")
+    else:
+        multipliers = tuple(float(m) for m in multipliers)
+    for what, value in (("num_classes", num_classes), ("image_size", image_size), ("in_channels", in_channels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{what} must be a positive integer, got {value!r}")
+    request = Request(granularity, widths, multipliers, meta, num_classes or spec.num_classes, in_channels,
+                      image_size or spec.image_size)
+    return spec.build(request)

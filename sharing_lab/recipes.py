@@ -1,23 +1,21 @@
 """Analysis recipes: the sets of runs each figure needs (paper Section 5.2), embedded or at paper scale.
 
-A recipe is a list of jobs; a job is one ``sharing-lab run-search`` (name + ``--set`` overrides over a base
-configuration) optionally followed by ``sharing-lab retrain RUN --top N``. Jobs run as separate processes, a
-few at a time, so a recipe's runs can use several cores or GPUs. Existing finished runs are skipped, so an
-interrupted recipe can simply be started again.
+A recipe is a list of jobs; a job is one search (:func:`sharing_lab.run_search`: name + ``key=value``
+overrides over a base configuration) optionally followed by retraining its top-N from scratch. Jobs run in
+worker processes (spawned, so each has its own torch threads), a few at a time, so a recipe's runs can use
+several cores or GPUs. Finished runs are skipped and stopped ones resumed, so an interrupted recipe can simply
+be started again.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import traceback
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
-
-PRESETS = Path(__file__).resolve().parent.parent / "analyses" / "presets"
 
 # Embedded (digits, CPU) base settings. The O/I/T comparison runs longer than the default search so that
 # independent sharing, the hard case (DESIGN §3), trains too; see the README's calibration section.
@@ -54,7 +52,7 @@ def recipes(scale: str = "embedded") -> dict[str, Recipe]:
     if scale not in ("embedded", "paper"):
         raise InputError(f"unknown scale {scale!r}; known: embedded, paper")
     embedded = scale == "embedded"
-    config = None if embedded else str(PRESETS / "cifar10-resnet20.toml")
+    config = None if embedded else "cifar10-resnet20"
     long, short = (EMBEDDED_OIT, EMBEDDED_SHORT) if embedded else ([], [])
     target = EMBEDDED_TARGET if embedded else PAPER_TARGET
     taus = TAUS_EMBEDDED if embedded else TAUS_PAPER
@@ -83,36 +81,33 @@ def recipes(scale: str = "embedded") -> dict[str, Recipe]:
     return table
 
 
-def _command(job: Job, out: Path, extra: list[str]) -> list[str]:
-    command = [sys.executable, "-m", "sharing_lab.cli", "run-search", "--out", str(out), "--name", job.name]
-    if job.config:
-        command += ["--config", job.config]
-    for override in (*job.overrides, *extra):
-        command += ["--set", override]
-    return command
+def run_job(job: Job, out: Path, extra: list[str], threads: int) -> tuple[str, int]:
+    """Run one job's search (resuming a stopped one, skipping a finished one) and its retraining, in this
+    process, logging to ``<out>/<name>.log``; returns (name, 0) or (name, 1) with the error in the log."""
+    import torch
 
+    from . import rundir
+    from .launch import run_search
+    from .retrain import retrain_top
 
-def run_job(job: Job, out: Path, extra: list[str], threads: int, log) -> tuple[str, int]:
-    """Run one job's search (unless finished) and its retraining; returns (name, exit status)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(threads, 2)))  # one thread crashes torch 2.13 CPU (DESIGN §3)
+    torch.set_num_threads(max(threads, 2))  # one thread crashes torch 2.13's CPU build (DESIGN §3)
     run_dir = out / job.name
-    logfile = out / f"{job.name}.log"
-    with open(logfile, "a") as handle:
-        if not (run_dir / "summary.json").exists():
-            command = _command(job, out, extra)
-            if (run_dir / "config.json").exists():
-                command = [sys.executable, "-m", "sharing_lab.cli", "run-search", "--resume", str(run_dir)]
-            log(f"start {job.name}")
-            status = subprocess.call(command, stdout=handle, stderr=handle, env=env)
-            if status != 0:
-                return job.name, status
-        if job.retrain_top and not (run_dir / "retrain.done").exists():
-            command = [sys.executable, "-m", "sharing_lab.cli", "retrain", str(run_dir), "--top", str(job.retrain_top)]
-            status = subprocess.call(command, stdout=handle, stderr=handle, env=env)
-            if status != 0:
-                return job.name, status
-            (run_dir / "retrain.done").write_text("done\n")
-    log(f"done  {job.name}")
+    with open(out / f"{job.name}.log", "a") as handle:
+        def log(message: str) -> None:
+            handle.write(message + "\n")
+            handle.flush()
+
+        try:
+            if not (run_dir / rundir.SUMMARY).exists():
+                resume = run_dir if (run_dir / rundir.CONFIG).exists() else None
+                run_search(job.config, out=out, name=job.name, overrides=() if resume else (*job.overrides, *extra),
+                           resume=resume, log=log)
+            if job.retrain_top and not (run_dir / "retrain.done").exists():
+                retrain_top(run_dir, job.retrain_top, log=log)
+                (run_dir / "retrain.done").write_text("done\n")
+        except Exception:  # the job failed; its log says why, the other jobs go on
+            log(traceback.format_exc())
+            return job.name, 1
     return job.name, 0
 
 
@@ -125,6 +120,14 @@ def run_recipe(names: list[str], scale: str, out: Path, jobs: int, extra: list[s
     selected = list(table) if "all" in names else names
     out.mkdir(parents=True, exist_ok=True)
     todo = [job for name in selected for job in table[name].jobs]
-    with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-        results = list(pool.map(lambda job: run_job(job, out, extra, threads, log), todo))
-    return dict(results)
+    results = {}
+    with ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = []
+        for job in todo:
+            log(f"start {job.name}")
+            futures.append(pool.submit(run_job, job, out, extra, threads))
+        for future in futures:
+            name, status = future.result()
+            log(f"{'done ' if status == 0 else 'FAILED'} {name}")
+            results[name] = status
+    return results

@@ -22,18 +22,30 @@ SCHEMAS: dict[str, dict[str, pa.DataType]] = {
                "cos_align": pa.float64(), "coupled_norm": pa.float64()},
     "probs": {"step": pa.int64(), "epoch": pa.int64(), "layer": pa.int64(), "choice": pa.int64(),
               "width": pa.int64(), "prob": pa.float64()},
+    # ``source``: sample (evaluated during the search) or beam (the final top-N); retraining has its own table
     "archs": {"epoch": pa.int64(), "source": pa.string(), "widths": pa.string(), "macs": pa.int64(),
               "log_prob": pa.float64(), "acc": pa.float64()},
     "pairs": {"step": pa.int64(), "epoch": pa.int64(), "layer": pa.int64(), "a": pa.int64(), "b": pa.int64(),
               "phi_pair": pa.float64(), "cos": pa.float64()},
+    # Retraining from scratch (sharing_lab.retrain): one row per retrained architecture (``epoch``: epochs
+    # trained; ``rank``: its beam rank, or 0), and its per-epoch curves (``name``: train_loss, val_acc).
+    "retrain": {"epoch": pa.int64(), "widths": pa.string(), "macs": pa.int64(), "params": pa.int64(),
+                "log_prob": pa.float64(), "rank": pa.int64(), "val_acc": pa.float64(), "test_acc": pa.float64(),
+                "seed": pa.int64()},
+    "retrain_curves": {"step": pa.int64(), "epoch": pa.int64(), "widths": pa.string(), "name": pa.string(),
+                       "value": pa.float64()},
+    # Whole-space scoring on a space with a ground truth (sharing_lab.scoring): every architecture per
+    # evaluation, its supernet validation accuracy and the controller's exact probability.
+    "space": {"step": pa.int64(), "epoch": pa.int64(), "widths": pa.string(), "supernet_acc": pa.float64(),
+              "prob": pa.float64()},
 }
 
 
 # Columns some rows of a table carry; every part gets them (null where absent) so that readers which take the
 # schema from one part (``pd.read_parquet(dir)``, DuckDB, polars) see every column.
 OPTIONAL: dict[str, dict[str, pa.DataType]] = {
-    "scalars": {"arch": pa.string()},
-    "archs": {"rank": pa.int64(), "test_acc": pa.float64(), "params": pa.int64()},
+    "archs": {"rank": pa.int64(), "test_acc": pa.float64(), "params": pa.int64(), "gt_rank": pa.int64(),
+              "gt_acc": pa.float64(), "gt_regret": pa.float64()},
     "layers": {"phi_code": pa.float64(), "name": pa.string()},
 }
 

@@ -2,17 +2,21 @@
 
 SGD with Nesterov momentum and a per-step cosine schedule to 0 (the notes' CIFAR retraining recipe, with the
 epochs, batch and rates of ``config.retrain``). Selection never looks at the test split; its accuracy is
-recorded for reporting only. Rows go into the same tables as the search: ``archs`` with ``source=retrain`` and
-``scalars`` named ``retrain_*`` with the architecture's widths in column ``arch``.
+recorded for reporting only. Rows go into tables of their own (DESIGN §5, ``records.SCHEMAS``): one row per
+retrained architecture in ``retrain`` and the per-epoch curves (``train_loss``, ``val_acc``) in
+``retrain_curves``; the search's ``archs`` and ``scalars`` are left alone.
+
+The network is initialised from ``config.seed`` inside :func:`torch.random.fork_rng`, so the result is
+deterministic per seed and the caller's global random state is the same after the call as before.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from .config import Config
@@ -22,18 +26,25 @@ from .flops import count
 from .layout import Layout
 from .plain import build_plain
 from .records import RecordWriter
-from .runtime import resolve_runtime
+from .runtime import resolve_device, resolve_runtime
+from .training import train_step
 
 
-def retrain(
-    layout: Layout, widths: Sequence[int], config: Config, data, device: torch.device, writer: RecordWriter,
-    log: Callable[[str], None] = print, progress: bool = False, log_prob: float = float("nan"), rank: int = 0,
-) -> dict:
-    """Train ``layout`` at ``widths`` from scratch; record per-epoch curves and the final accuracies."""
+def train_from_scratch(layout: Layout, widths: Sequence[int], config: Config, data, device: torch.device,
+                       progress: bool = False,
+                       on_epoch: Callable[[int, int, float, float], None] | None = None) -> tuple[float, float]:
+    """Train the plain network of ``layout`` at ``widths`` from a seeded initialisation with the retraining
+    recipe (``config.retrain``: SGD, Nesterov, per-step cosine to 0) and return (val acc, test acc).
+
+    ``on_epoch(epoch, step, train_loss, val_acc)`` is called after every epoch. Selection never looks at the
+    test split. The global random state is untouched.
+    """
     cfg = config.retrain
-    torch.manual_seed(config.seed)
     runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, layout.image_size)
-    net = runtime.model(build_plain(layout, widths))
+    with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global CPU generator
+        torch.manual_seed(config.seed)
+        plain = build_plain(layout, widths)
+    net = runtime.model(plain)
     forward = torch.compile(net) if config.runtime.compile else net  # fixed widths: compiles once
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
@@ -44,34 +55,110 @@ def retrain(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     generator = torch.Generator().manual_seed(config.seed + 77)
     label = ",".join(map(str, widths))
-    step = 0
+
+    def split_accuracy(split: str) -> float:
+        batches = data.batches(split, 512, shuffle=False, drop_last=False, device=device, augment=False)
+        return accuracy(forward, batches, runtime=runtime)
+
+    step, val_acc = 0, float("nan")
     for epoch in tqdm(range(cfg.epochs), desc=f"retrain {label}", unit="epoch", disable=not progress):
         net.train()
         loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
         for x, y in data.batches("train", cfg.batch_size, generator=generator, device=device):
-            with runtime.autocast():
-                loss = F.cross_entropy(forward(runtime.input(x)), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            loss, _ = train_step(forward, optimizer, x, y, runtime)
             scheduler.step()
-            loss_sum, seen, step = loss_sum + loss.detach() * y.numel(), seen + y.numel(), step + 1
+            loss_sum, seen, step = loss_sum + loss * y.numel(), seen + y.numel(), step + 1
         train_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             raise InputError(f"retraining diverged: the training loss is {train_loss} in epoch {epoch}")
         net.eval()
-        val_acc = accuracy(forward, data.batches("val", 512, shuffle=False, drop_last=False, device=device,
-                                                 augment=False), runtime=runtime)
-        writer.add("scalars", [
-            {"step": step, "epoch": epoch, "name": name, "value": value, "arch": label}
-            for name, value in (("retrain_train_loss", train_loss), ("retrain_val_acc", val_acc))
+        val_acc = split_accuracy("val")
+        if on_epoch is not None:
+            on_epoch(epoch, step, train_loss, val_acc)
+    return val_acc, split_accuracy("test")
+
+
+def retrain(
+    layout: Layout, widths: Sequence[int], config: Config, data, device: torch.device, writer: RecordWriter,
+    log: Callable[[str], None] = print, progress: bool = False, log_prob: float = float("nan"), rank: int = 0,
+) -> dict:
+    """Train ``layout`` at ``widths`` from scratch (:func:`train_from_scratch`); record the per-epoch curves
+    (``retrain_curves``) and one ``retrain`` row, which is returned (``rank``: the beam rank, or 0)."""
+    label = ",".join(map(str, widths))
+
+    def on_epoch(epoch: int, step: int, train_loss: float, val_acc: float) -> None:
+        writer.add("retrain_curves", [
+            {"step": step, "epoch": epoch, "widths": label, "name": name, "value": value}
+            for name, value in (("train_loss", train_loss), ("val_acc", val_acc))
         ])
-    test_acc = accuracy(forward, data.batches("test", 512, shuffle=False, drop_last=False, device=device,
-                                              augment=False), runtime=runtime)
+
+    val_acc, test_acc = train_from_scratch(layout, widths, config, data, device, progress, on_epoch)
     cost = count(layout, widths)
-    row = {"epoch": cfg.epochs, "source": "retrain", "widths": label, "macs": cost.macs, "log_prob": log_prob,
-           "acc": val_acc, "test_acc": test_acc, "rank": rank, "params": cost.params}
-    writer.add("archs", [row])
+    row = {"epoch": config.retrain.epochs, "widths": label, "macs": cost.macs, "params": cost.params,
+           "log_prob": float(log_prob), "rank": int(rank), "val_acc": float(val_acc), "test_acc": float(test_acc),
+           "seed": int(config.seed)}
+    writer.add("retrain", [row])
     writer.flush()
     log(f"retrained {label} ({cost.macs / 1e6:.2f}M MACs): val acc {val_acc:.3f}, test acc {test_acc:.3f}")
     return row
+
+
+def _next_part(run_dir: Path) -> int:
+    parts = [int(p.stem.split("-")[1]) for p in run_dir.glob("*/part-*.parquet")]
+    return max(parts, default=-1) + 1
+
+
+def retrain_source(source: str | Path, top: int | None = None, overrides: Sequence[str] = (), out: str | Path = "runs",
+                   name: str | None = None, log: Callable[[str], None] = print, progress: bool = False) -> Path:
+    """Retrain from scratch what ``source`` names: a search's run directory (its exported architecture, or its
+    ``top`` beam architectures, recorded into that run) or an exported ``arch.json`` (recorded into a new run
+    ``<out>/<name>``). ``overrides`` are ``key=value`` strings (``retrain.*``, ``runtime.*``, ``device``).
+    Returns the run directory written to."""
+    from . import config as cfgmod
+    from . import rundir
+    from .data import load_data
+    from .export import load_export
+    from .records import read_table
+
+    path = Path(source)
+    jobs = []
+    if path.is_dir():
+        config, _ = rundir.read_config(path)
+        config = cfgmod.apply_overrides(config, list(overrides))
+        cfgmod.check(config)
+        layout, widths, payload = load_export(path)
+        if top:
+            beams = read_table(path, "archs").query("source == 'beam'").sort_values("log_prob", ascending=False)
+            for rank, row in enumerate(beams.head(top).itertuples()):
+                jobs.append(([int(w) for w in row.widths.split(",")], float(row.log_prob), rank))
+        else:
+            jobs.append((widths, float(payload.get("log_prob", float("nan"))), 0))
+        run_dir = path
+    else:
+        layout, widths, payload = load_export(path)
+        base = cfgmod.Config()
+        if isinstance(payload.get("data"), dict):  # retrain on the data it was searched on, unless overridden
+            base = cfgmod.from_mapping({"data": payload["data"]}, base)
+        config = cfgmod.apply_overrides(base, list(overrides))
+        cfgmod.check(config)
+        jobs.append((widths, float(payload.get("log_prob", float("nan"))), 0))
+        run_dir = None
+    data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size, config.data.workers)
+    if (data.in_channels, data.num_classes, data.image_size) != (layout.in_channels, layout.num_classes,
+                                                                 layout.image_size):
+        raise InputError(f"{source} is a {layout.in_channels}-channel {layout.image_size}x{layout.image_size} "
+                         f"{layout.num_classes}-class network; data {config.data.name!r} is "
+                         f"{data.in_channels}-channel {data.image_size}x{data.image_size} {data.num_classes}-class")
+    if run_dir is None:
+        run_dir = rundir.create(out, name or f"retrain-{path.stem}", config, {"source": str(path)})
+    writer = RecordWriter(run_dir, run_dir.name, next_part=_next_part(run_dir))
+    device = resolve_device(config.device)
+    for widths, log_prob, rank in jobs:
+        retrain(layout, widths, config, data, device, writer, log=log, progress=progress, log_prob=log_prob,
+                rank=rank)
+    return run_dir
+
+
+def retrain_top(run_dir: str | Path, top: int, log: Callable[[str], None] = print) -> Path:
+    """Retrain the ``top`` likeliest beam architectures of a finished search into its own records."""
+    return retrain_source(run_dir, top=top, log=log)

@@ -1,9 +1,15 @@
-"""Run directories (DESIGN §5): ``<out>/<name>/`` with ``config.json``, checkpoints, tables, export."""
+"""Run directories (DESIGN §5): ``<out>/<name>/`` with ``config.json``, checkpoints, tables, export.
+
+The file names of a run directory are defined here and nowhere else. ``config.json`` carries a format version
+(:data:`CONFIG_FORMAT`; a file without one is format 1, read the same way) and the code's git revision when
+the package runs from a git checkout.
+"""
 
 from __future__ import annotations
 
 import io
 import platform
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +26,20 @@ PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 EXPORT = "arch.json"
+CONFIG_FORMAT = 2  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"
+
+
+def code_revision() -> str | None:
+    """The git revision of the package's checkout (with ``-dirty`` for uncommitted changes), or None."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        revision = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty", "--abbrev=40"],
+                                  capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return revision or None
 
 
 def default_name(config: Config) -> str:
@@ -40,8 +60,10 @@ def create(out: str | Path, name: str, config: Config, extra: dict) -> Path:
 
 def write_config(run_dir: Path, config: Config, extra: dict) -> None:
     payload = {
+        "format": CONFIG_FORMAT,
         "config": to_dict(config),
         "run": run_dir.name,
+        "code_revision": code_revision(),
         "versions": {
             "sharing_lab": __version__,
             "torch": torch.__version__,
@@ -62,8 +84,11 @@ def read_config(run_dir: str | Path) -> tuple[Config, dict]:
         raise InputError(f"{run_dir} is not a run directory (no {CONFIG})")
     try:
         payload = json.loads(path.read_text())
+        version = payload.get("format", 1)
+        if not isinstance(version, int) or version > CONFIG_FORMAT:
+            raise InputError(f"{path} has format {version!r}; this sharing-lab reads formats 1..{CONFIG_FORMAT}")
         return from_dict(payload["config"]), payload
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{path} is corrupt: {error}") from None
 
 

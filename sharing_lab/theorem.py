@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .sharing import get_scheme, phi, random_semi_orthogonal
+from .schemes import get_scheme
+from .sharing import phi, random_semi_orthogonal
 
 
 @dataclass

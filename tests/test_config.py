@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+from importlib import resources
+from pathlib import Path
 
 import pytest
 
+from sharing_lab import rundir
 from sharing_lab.config import (
     Config,
     apply_overrides,
+    check,
     differences,
     from_dict,
     load_toml,
     parse_override,
+    preset_names,
     to_dict,
 )
 from sharing_lab.errors import InputError
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def test_input_error_is_a_value_error():
@@ -257,3 +265,73 @@ def test_differences():
     assert set(differences(changed, base)) == set(differences(base, changed))
     # setting a key to its default is no difference
     assert differences(base, apply_overrides(base, ["search.epochs=60", "data.name=digits"])) == []
+
+
+# --- presets shipped in the package ----------------------------------------------------------------------------
+def test_load_toml_loads_a_shipped_preset_by_name():
+    config = load_toml("cifar10-resnet20")
+    assert config.model.name == "resnet20" and config.data.name == "cifar10"
+    assert config.model.widths == (16, 32, 64, 96) and config.model.granularity == "conv"
+    assert config.search.epochs == 600 and config.search.lr_milestones == (300, 450)
+    assert config != Config()
+    # the same as reading the package's file by path
+    path = resources.files("sharing_lab") / "presets" / "cifar10-resnet20.toml"
+    assert load_toml(str(path)) == config
+
+
+def test_every_preset_loads_and_passes_check():
+    names = preset_names()
+    assert "cifar10-resnet20" in names and names == sorted(names)
+    for name in names:
+        config = load_toml(name)
+        check(config)
+        assert config != Config(), name
+
+
+def test_an_unknown_preset_name_is_refused():
+    with pytest.raises(InputError, match="not a preset"):
+        load_toml("no-such-preset")
+
+
+# --- config.json formats ---------------------------------------------------------------------------------------
+def _flat(mapping: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_a_format_1_config_json_written_before_the_redesign_is_read(tmp_path):
+    shutil.copy(FIXTURES / "config-v1.json", tmp_path / rundir.CONFIG)
+    config, payload = rundir.read_config(tmp_path)
+    assert "format" not in payload  # format 1: no format key
+    old = _flat(payload["config"])
+    defaults = _flat(to_dict(Config()))
+    new_keys = set(defaults) - set(old)
+    assert new_keys >= {"search.bn_evaluation", "probes.names"}  # the keys added by the redesign (or later)
+    assert not set(old) - set(defaults)
+    read = _flat(to_dict(config))
+    assert {key: read[key] for key in old} == old  # every saved value is read back as written
+    assert old == {key: defaults[key] for key in old}  # the fixture holds the defaults of its time
+    assert {key: read[key] for key in new_keys} == {key: defaults[key] for key in new_keys}  # new keys: defaults
+    assert config == Config()
+    check(config)
+
+
+def test_a_written_config_json_has_format_2_and_reads_back(tmp_path):
+    config = apply_overrides(Config(), ["seed=4", "probes.names=[]", "search.bn_evaluation=batch"])
+    run_dir = rundir.create(tmp_path, "r", config, {"seed": 4})
+    payload = json.loads((run_dir / rundir.CONFIG).read_text())
+    assert payload["format"] == rundir.CONFIG_FORMAT == 2
+    assert "code_revision" in payload
+    assert rundir.read_config(run_dir)[0] == config
+
+
+def test_a_config_json_of_a_newer_format_is_refused(tmp_path):
+    payload = {"format": 99, "config": to_dict(Config()), "run": tmp_path.name}
+    (tmp_path / rundir.CONFIG).write_text(json.dumps(payload))
+    with pytest.raises(InputError, match="format"):
+        rundir.read_config(tmp_path)

@@ -10,17 +10,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharing_lab.data import (
-    CIFAR_MEAN,
-    CIFAR_STD,
-    DATASETS,
-    DataBundle,
-    Split,
-    _scan_image_folder,
-    load_data,
-    random_crop_flip,
-)
+from sharing_lab.data import DataBundle, Split, count_batches, load_data, random_crop_flip
+from sharing_lab.datasets.cifar10 import CIFAR_MEAN, CIFAR_STD
+from sharing_lab.datasets.imagenet import scan_image_folder
+from sharing_lab.datasets.protocol import SPLITS, Dataset
+from sharing_lab.datasets.synthetic import synthetic_bundle
 from sharing_lab.errors import InputError
+from sharing_lab.registry import DATASETS
 
 PER_FILE = 20  # images per tiny CIFAR batch file
 
@@ -96,7 +92,7 @@ def test_synthetic_deterministic_by_seed_and_learnable():
     assert not torch.equal(a.train.images, c.train.images)
     assert (len(a.train), len(a.val), len(a.test)) == (256, 128, 128)
     assert a.train.images.shape[1:] == (3, 8, 8) and a.train.images.dtype == torch.float32
-    assert load_data("synthetic", image_size=12, synthetic_size=40).train.images.shape == (40, 3, 12, 12)
+    assert synthetic_bundle(0, image_size=12, size=40).train.images.shape == (40, 3, 12, 12)
     means = torch.stack([a.train.images[a.train.labels == k].mean(0) for k in range(10)]).flatten(1)
     pred = torch.cdist(a.val.images.flatten(1), means).argmin(1)
     assert (pred == a.val.labels).float().mean() > 0.6  # nearest class mean: well above chance (0.1)
@@ -268,11 +264,12 @@ def test_cifar10_protocol_5_pickles_load(tmp_path):
 # ---------------------------------------------------------------- imagenet, names, imports
 
 
-def test_imagenet_without_torchvision_gives_the_extra_message(tmp_path, monkeypatch):
+def test_imagenet_needs_no_torchvision_and_refuses_bad_directories(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", None)  # behaves as not installed, even where it is
     (tmp_path / "train" / "n01").mkdir(parents=True)
     (tmp_path / "val" / "n01").mkdir(parents=True)
-    with pytest.raises(InputError, match=r"pip install 'sharing-lab\[imagenet\]'"):
+    # the loader decodes with Pillow and transforms in torch: without torchvision it reaches the folders
+    with pytest.raises(InputError, match="needs at least 2 images"):
         load_data("imagenet", str(tmp_path))
     with pytest.raises(InputError, match="does not exist"):
         load_data("imagenet", str(tmp_path / "missing"))
@@ -288,28 +285,69 @@ def test_image_folder_scan_splits_each_class_in_halves(tmp_path):
             (tmp_path / "train" / c / f"{i}.JPEG").touch()
         (tmp_path / "val" / c / "v.JPEG").touch()
     (tmp_path / "train" / "a" / "notes.txt").touch()
-    classes, train, val, test = _scan_image_folder(tmp_path)
+    classes, train, val, test = scan_image_folder(tmp_path)
     assert classes == ["a", "b"]
     assert [Path(p).name for p in train.paths] == ["0.JPEG", "1.JPEG", "0.JPEG", "1.JPEG"]
     assert train.labels.tolist() == [0, 0, 1, 1] and val.labels.tolist() == [0, 0, 1, 1, 1]
     assert len(test) == 2 and test.labels.tolist() == [0, 1]
     (tmp_path / "val" / "zzz").mkdir()
     with pytest.raises(InputError, match="zzz"):
-        _scan_image_folder(tmp_path)
+        scan_image_folder(tmp_path)
 
 
 def test_unknown_dataset_and_bad_sizes():
     with pytest.raises(InputError) as err:
         load_data("mnist")
-    assert all(name in str(err.value) for name in DATASETS)
+    assert all(name in str(err.value) for name in DATASETS.names())
     with pytest.raises(InputError, match="image_size"):
         load_data("digits", image_size=0)
-    with pytest.raises(InputError, match="synthetic_size"):
-        load_data("synthetic", synthetic_size=-1)
+    with pytest.raises(InputError, match="synthetic size"):
+        synthetic_bundle(size=-1)
+
+
+# ---------------------------------------------------------------- every registered dataset
+
+
+def _registered_dataset(name: str, request) -> Dataset:
+    """``name`` built as the search builds it: cifar10 from the tiny pickles, the others without files."""
+    if name == "imagenet":
+        pytest.skip("imagenet needs image files: tests/test_imagenet.py covers it")
+    directory = str(request.getfixturevalue("cifar_dir")[0]) if name == "cifar10" else None
+    return load_data(name, directory, seed=0)
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_every_registered_dataset_follows_the_protocol(name, request):
+    ds = _registered_dataset(name, request)
+    assert isinstance(ds, Dataset)
+    assert ds.name == name and ds.num_classes >= 2 and ds.in_channels >= 1 and ds.image_size >= 1
+    shape = (ds.in_channels, ds.image_size, ds.image_size)
+    for split in SPLITS:
+        n = ds.split_size(split)
+        assert n >= 1
+        batch_size = max(1, n // 3) + 1  # a remainder, so drop_last matters
+        assert ds.num_batches(split, batch_size) == count_batches(n, batch_size, True) == n // batch_size
+        assert ds.num_batches(split, batch_size, drop_last=False) == count_batches(n, batch_size, False)
+        passes = list(ds.batches(split, batch_size, torch.Generator().manual_seed(0), drop_last=False))
+        assert len(passes) == ds.num_batches(split, batch_size, drop_last=False)
+        assert sum(len(y) for _, y in passes) == n
+        for x, y in passes:
+            assert x.shape == (len(y), *shape) and x.dtype == torch.float32 and torch.isfinite(x).all()
+            assert y.dtype == torch.int64 and bool(((0 <= y) & (y < ds.num_classes)).all())
+        dropped = list(ds.batches(split, batch_size, torch.Generator().manual_seed(0)))
+        assert len(dropped) == ds.num_batches(split, batch_size) and all(len(y) == batch_size for _, y in dropped)
+        # batch(): the unaugmented examples, the same as an unshuffled, unaugmented pass
+        indices = torch.arange(min(n, 5))
+        x, y = ds.batch(split, indices)
+        assert x.shape == (len(indices), *shape) and x.dtype == torch.float32 and y.shape == (len(indices),)
+        (first_x, first_y), *_ = ds.batches(split, len(indices), shuffle=False, augment=False)
+        assert torch.equal(first_x, x) and torch.equal(first_y, y)
+    with pytest.raises(InputError, match="unknown split"):
+        ds.split_size("valid")
 
 
 def test_split_validates_shapes():
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         Split(torch.zeros(3, 1, 2, 2), torch.zeros(4, dtype=torch.int64))
 
 

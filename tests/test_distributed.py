@@ -18,12 +18,14 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from sharing_lab.data import _shard_order, load_data
+from sharing_lab.data import load_data, shard_slice
+from sharing_lab.datasets.imagenet import batch_indices
 from sharing_lab.distributed import SINGLE, Group
 from sharing_lab.errors import InputError
 from sharing_lab.layout import build_layout
 from sharing_lab.records import read_table
-from sharing_lab.sharing import get_scheme
+from sharing_lab.schemes import get_scheme
+from sharing_lab.space import SearchSpace
 from sharing_lab.supernet import Supernet
 
 SEARCH = ["data.name=synthetic", "model.widths=[2,4]", "data.batch_size=32", "data.reward_batch_size=32",
@@ -59,12 +61,13 @@ def test_augmented_shards_see_the_same_crops_as_one_process():
 
 def test_image_folder_order_shards_match_in_memory_shards():
     order = list(range(100, 137))
-    mine = [_shard_order(order, 8, rank, 2, drop_last=True) for rank in range(2)]
-    assert all(local == 4 for _, local in mine)
+    mine = [batch_indices(order, 8, True, (rank, 2)) for rank in range(2)]
+    assert all(len(batch) == 4 for batches in mine for batch in batches)
     for start in range(0, 32, 8):  # 4 whole batches of 8; the 5 left over are dropped
         b = start // 8
-        assert mine[0][0][4 * b: 4 * b + 4] + mine[1][0][4 * b: 4 * b + 4] == order[start: start + 8]
-    assert sum(len(m) for m, _ in mine) == 32
+        assert mine[0][b] + mine[1][b] == order[start: start + 8]
+        assert all(mine[rank][b] == order[shard_slice(start, start + 8, rank, 2)] for rank in range(2))
+    assert sum(len(batch) for batches in mine for batch in batches) == 32
 
 
 def test_group_of_one_is_a_no_op_and_refuses_uneven_batches():
@@ -82,7 +85,8 @@ def test_group_of_one_is_a_no_op_and_refuses_uneven_batches():
 
 def _network_and_batch():
     layout = build_layout("resnet20", "block", [2, 4], num_classes=10, in_channels=3, image_size=8)
-    supernet = Supernet(layout, get_scheme("ordinal"), seed=0).eval()  # BN on running statistics: per-sample
+    # BN on running statistics: per-sample
+    supernet = Supernet(SearchSpace(layout, get_scheme("ordinal")), seed=0).eval()
     generator = torch.Generator().manual_seed(1)
     x, y = torch.randn(8, 3, 8, 8, generator=generator), torch.randint(0, 10, (8,), generator=generator)
     arch = (0,) * layout.num_decisions  # all widths equal: the stride-1 projection shortcuts go unused

@@ -11,8 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from sharing_lab import flops
 from sharing_lab.layout import build_layout
 from sharing_lab.plain import build_plain
-
-MODELS = ("resnet20", "resnet56", "resnet18", "mobilenetv2")
+from sharing_lab.registry import MODELS
 
 
 def _measured(layout, widths) -> tuple[int, int]:
@@ -52,7 +51,7 @@ def test_base_model_params():
     assert flops.count(build_layout("resnet20"), build_layout("resnet20").base_widths()).params == 272_474
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", MODELS.names())
 def test_base_model_matches_flop_counter_at_full_resolution(model):
     layout = build_layout(model)
     cost = flops.count(layout, layout.base_widths())
@@ -119,17 +118,20 @@ def test_identity_shortcuts_save_projection_macs():
     assert flops.count_macs(layout, wider_stem) - flops.count_macs(layout, base) == projection + stem_conv + first_conv
 
 
-def test_macs_range():
-    for model in ("resnet20", "mobilenetv2"):
-        layout = build_layout(model)
-        low, high = flops.macs_range(layout)
-        smallest = [min(d.candidates) for d in layout.decisions]
-        largest = [max(d.candidates) for d in layout.decisions]
-        assert low == flops.count_macs(layout, smallest)
-        assert high == flops.count_macs(layout, largest)
-        assert low < flops.count_macs(layout, layout.base_widths()) < high
-        for seed in range(5):
-            assert low <= flops.count_macs(layout, _random_widths(layout, seed)) <= high
+@pytest.mark.parametrize("model", MODELS.names())
+def test_macs_range(model):
+    layout = build_layout(model)
+    low, high = flops.macs_range(layout)
+    smallest = [min(d.candidates) for d in layout.decisions]
+    largest = [max(d.candidates) for d in layout.decisions]
+    assert low == flops.count_macs(layout, smallest)
+    assert high == flops.count_macs(layout, largest)
+    assert low < flops.count_macs(layout, layout.base_widths()) < high
+    for seed in range(5):
+        assert low <= flops.count_macs(layout, _random_widths(layout, seed)) <= high
+
+
+def test_macs_range_of_the_paper_resnet20_space():
     low, high = flops.macs_range(build_layout("resnet20", widths=[16, 32, 64, 96]))
     assert low == 19_103_904
     assert high == 674_464_704

@@ -9,11 +9,19 @@ import torch
 import torch.nn.functional as F
 
 from sharing_lab.aps import APSConv2d, APSLinear, TransformSet, candidate_kernel
-from sharing_lab.sharing import get_scheme
+from sharing_lab.errors import InputError
+from sharing_lab.registry import SCHEMES
+from sharing_lab.schemes import get_scheme
 
 OUT_WIDTHS, OUT_META = (2, 3, 5), 10
 IN_WIDTHS, IN_META = (1, 2, 4), 7
 KERNEL = 3
+SAMPLE_ARGUMENTS = {"overlap": "0.5"}  # schemes that need an argument, with one to test
+SCHEME_SPECS = [f"{name}:{SAMPLE_ARGUMENTS[name]}" if name in SAMPLE_ARGUMENTS else name for name in SCHEMES.names()]
+# the schemes whose starting transforms are exact identity slices on both test sides (the slicing path)
+EXACT_SPECS = [spec for spec in SCHEME_SPECS
+               if all(get_scheme(spec).make(w, m).offsets is not None for w, m in ((OUT_WIDTHS, OUT_META),
+                                                                                   (IN_WIDTHS, IN_META)))]
 
 
 def _side(spec: str, widths, meta: int, seed: int = 0) -> TransformSet:
@@ -84,7 +92,12 @@ def test_independent_kernels_are_disjoint_blocks():
     assert small < large
 
 
-@pytest.mark.parametrize("spec", ["ordinal", "independent", "overlap:0.5"])
+def test_the_exact_schemes_include_the_paper_baselines():
+    assert {"ordinal", "independent", "overlap:0.5"} <= set(EXACT_SPECS)
+    assert "transitionary" in SCHEME_SPECS and "transitionary" not in EXACT_SPECS
+
+
+@pytest.mark.parametrize("spec", EXACT_SPECS)
 def test_slicing_equals_einsum(spec):
     out_side, in_side = _side(spec, OUT_WIDTHS, OUT_META), _side(spec, IN_WIDTHS, IN_META)
     assert out_side.exact and in_side.exact
@@ -95,7 +108,7 @@ def test_slicing_equals_einsum(spec):
         torch.testing.assert_close(sliced, _einsum(weight, out_side, o, in_side, i), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("spec", ["ordinal", "independent", "overlap:0.5"])
+@pytest.mark.parametrize("spec", EXACT_SPECS)
 def test_released_transforms_take_the_einsum_path_with_the_same_result(spec):
     out_side, in_side = _side(spec, OUT_WIDTHS, OUT_META), _side(spec, IN_WIDTHS, IN_META)
     weight = _weight(seed=2)
@@ -133,7 +146,7 @@ def test_mixed_exact_and_noisy_sides_use_the_einsum(out_spec, in_spec):
         torch.testing.assert_close(kernel, _einsum(weight, out_side, o, in_side, i))
 
 
-@pytest.mark.parametrize("spec", ["ordinal", "independent", "overlap:0.5", "transitionary"])
+@pytest.mark.parametrize("spec", SCHEME_SPECS)
 def test_depthwise_kernel(spec):
     out_side = _side(spec, OUT_WIDTHS, OUT_META)
     weight = _weight(OUT_META, 1, seed=5)
@@ -180,5 +193,5 @@ def test_aps_conv_forward_and_no_task_gradient_on_transforms(spec):
 
 
 def test_aps_conv_rejects_unknown_bn_mode():
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError, match="unknown BN mode"):
         APSConv2d(_side("ordinal", OUT_WIDTHS, OUT_META), None, 3, 1, bn_mode="shared")

@@ -1,4 +1,4 @@
-"""Layouts, supernets and plain networks of the four models."""
+"""Layouts, supernets and plain networks of every registered model."""
 
 from __future__ import annotations
 
@@ -6,21 +6,31 @@ import random
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from sharing_lab import flops
 from sharing_lab.aps import candidate_kernel
-from sharing_lab.layout import build_layout
+from sharing_lab.errors import InputError
+from sharing_lab.layout import build_layout, model_spec
 from sharing_lab.plain import build_plain
-from sharing_lab.sharing import get_scheme
+from sharing_lab.registry import MODELS, SCHEMES
+from sharing_lab.schemes import get_scheme
+from sharing_lab.space import SearchSpace
 from sharing_lab.supernet import Supernet
 
-MODELS = ("resnet20", "resnet56", "resnet18", "mobilenetv2")
+SAMPLE_ARGUMENTS = {"overlap": "0.5"}  # schemes that need an argument, with one to test
+SCHEME_SPECS = [f"{name}:{SAMPLE_ARGUMENTS[name]}" if name in SAMPLE_ARGUMENTS else name for name in SCHEMES.names()]
 # ImageNet models at 32×32 with small candidate multipliers: the default sets give meta-weights of up to
 # 1792×1792×3×3 (ResNet-18) whose einsum takes seconds per forward on 2 cores. Same decisions and shortcuts.
 SMALL_MULTIPLIERS = (0.125, 0.25, 0.375)
 
 
+def _supernet_of(layout, spec: str, seed: int = 0) -> Supernet:
+    return Supernet(SearchSpace(layout, get_scheme(spec)), seed=seed)
+
+
 def _small_layout(model: str, **kwargs):
-    if model in ("resnet18", "mobilenetv2"):
+    if model_spec(model).multipliers is not None:  # the ImageNet convention: candidates scale the base widths
         kwargs.setdefault("multipliers", SMALL_MULTIPLIERS)
         kwargs.setdefault("image_size", 32)
     return build_layout(model, **kwargs)
@@ -38,7 +48,7 @@ def _supernet(model: str, spec: str) -> Supernet:
     """One supernet per (model, scheme) for the module: building them dominates the cost."""
     key = (model, spec)
     if key not in _SUPERNETS:
-        _SUPERNETS[key] = Supernet(_small_layout(model), get_scheme(spec), seed=0)
+        _SUPERNETS[key] = _supernet_of(_small_layout(model), spec)
     return _SUPERNETS[key]
 
 
@@ -94,14 +104,14 @@ def test_default_candidates():
 # --- supernet forward -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", ["ordinal", "transitionary"])
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("spec", SCHEME_SPECS)
+@pytest.mark.parametrize("model", MODELS.names())
 def test_supernet_forward_shapes(model, spec):
     net = _supernet(model, spec)
     layout = net.layout
     x = _images(layout)
     generator = torch.Generator().manual_seed(1)
-    archs = [net.smallest(), net.largest(), net.sample_uniform(generator)]
+    archs = [net.space.smallest(), net.space.largest(), net.space.sample_uniform(generator)]
     assert len(archs[2]) == layout.num_decisions
     outputs = []
     with torch.no_grad():
@@ -116,31 +126,32 @@ def test_supernet_forward_shapes(model, spec):
 @pytest.mark.parametrize("granularity", ["block", "stage", "residual"])
 def test_supernet_forward_other_granularities(granularity):
     layout = build_layout("resnet20", granularity=granularity, widths=(4, 8))
-    net = Supernet(layout, get_scheme("ordinal"))
+    net = _supernet_of(layout, "ordinal")
+    space = net.space
     with torch.no_grad():
-        for arch in (net.smallest(), net.largest(), net.sample_uniform(torch.Generator().manual_seed(0))):
+        for arch in (space.smallest(), space.largest(), space.sample_uniform(torch.Generator().manual_seed(0))):
             out = net(_images(layout), arch)
             assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
 def test_supernet_is_seeded():
     layout = build_layout("resnet20", widths=(4, 8))
-    a = Supernet(layout, get_scheme("transitionary"), seed=3).state_dict()
-    b = Supernet(layout, get_scheme("transitionary"), seed=3).state_dict()
-    c = Supernet(layout, get_scheme("transitionary"), seed=4).state_dict()
+    a = _supernet_of(layout, "transitionary", seed=3).state_dict()
+    b = _supernet_of(layout, "transitionary", seed=3).state_dict()
+    c = _supernet_of(layout, "transitionary", seed=4).state_dict()
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
     assert not all(torch.equal(a[k], c[k]) for k in a if isinstance(a[k], torch.Tensor))
 
 
-@pytest.mark.parametrize("spec", ["ordinal", "transitionary"])
+@pytest.mark.parametrize("spec", SCHEME_SPECS)
 def test_classifier_does_not_ignore_the_last_decision(spec):
     net = _supernet("resnet20", spec).train()  # batch statistics: independent of other tests' forwards
     layout = net.layout
     last = layout.classifier_in.decision
     assert last == layout.num_decisions - 1
     x = _images(layout, batch=4)
-    base = list(net.sample_uniform(torch.Generator().manual_seed(2)))
+    base = list(net.space.sample_uniform(torch.Generator().manual_seed(2)))
     logits = []
     with torch.no_grad():
         for choice in range(len(layout.decisions[last].candidates)):
@@ -152,25 +163,25 @@ def test_classifier_does_not_ignore_the_last_decision(spec):
 
 
 def test_supernet_rejects_bad_architectures():
-    net = _supernet("resnet20", "ordinal")
-    net.check_arch(net.largest())
-    with pytest.raises(ValueError):
-        net.check_arch(net.largest()[:-1])
-    with pytest.raises(ValueError):
-        net.check_arch((4,) + net.largest()[1:])
-    with pytest.raises(ValueError):
-        net.check_arch((-1,) + net.largest()[1:])
+    space = _supernet("resnet20", "ordinal").space
+    space.check_arch(space.largest())
+    with pytest.raises(InputError):
+        space.check_arch(space.largest()[:-1])
+    with pytest.raises(InputError):
+        space.check_arch((4,) + space.largest()[1:])
+    with pytest.raises(InputError):
+        space.check_arch((-1,) + space.largest()[1:])
 
 
 def test_supernet_transition_moves_only_transitionary_transforms():
     layout = build_layout("resnet20", widths=(4, 8, 12, 16))
-    ordinal = Supernet(layout, get_scheme("ordinal"))
+    ordinal = _supernet_of(layout, "ordinal")
     before = {k: v.clone() for k, v in ordinal.named_buffers() if ".t" in k}
     ordinal.transition(1e-4)
     assert all(torch.equal(before[k], v) for k, v in ordinal.named_buffers() if k in before)
     assert all(module.out_side.exact for _, module in ordinal.aps_layers())
 
-    net = Supernet(layout, get_scheme("transitionary"))
+    net = _supernet_of(layout, "transitionary")
     stem_in = net.stem.in_side.t0.clone()
     start = sum(net.phi_per_layer())
     for _ in range(5):
@@ -185,9 +196,9 @@ def test_supernet_transition_moves_only_transitionary_transforms():
 # --- plain networks ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", MODELS.names())
 def test_plain_forward_shapes(model):
-    image_size = 32 if model in ("resnet20", "resnet56") else 64
+    image_size = min(model_spec(model).image_size, 64)  # CIFAR models at their 32, ImageNet models at 64
     layout = build_layout(model, image_size=image_size)
     rng = random.Random(model)
     for _ in range(2):
@@ -249,11 +260,11 @@ def _plain_from_supernet(net: Supernet, arch):
 )
 def test_plain_net_with_supernet_kernels_matches_supernet(model, spec, granularity):
     kwargs = {"widths": (4, 8, 12, 16)} if model == "resnet20" else {}
-    net = Supernet(_small_layout(model, granularity=granularity, **kwargs), get_scheme(spec), seed=5)
+    net = _supernet_of(_small_layout(model, granularity=granularity, **kwargs), spec, seed=5)
     layout = net.layout
     x = _images(layout, batch=3, seed=6)
     generator = torch.Generator().manual_seed(7)
-    for arch in (net.largest(), net.sample_uniform(generator), net.sample_uniform(generator)):
+    for arch in (net.space.largest(), net.space.sample_uniform(generator), net.space.sample_uniform(generator)):
         plain = _plain_from_supernet(net, arch)
         for train in (False, True):  # running statistics (copied), then batch statistics
             net.train(train)
@@ -264,6 +275,48 @@ def test_plain_net_with_supernet_kernels_matches_supernet(model, spec, granulari
             torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
 
 
+# --- every registered model under every registered scheme -------------------------------------------------
+
+TINY_IMAGE = 16
+
+
+def _tiny_layout(model: str):
+    """``model`` at 16×16 with two small candidates per decision, in the model's own convention."""
+    spec = model_spec(model)
+    if spec.multipliers is not None:
+        return build_layout(model, multipliers=(0.125, 0.25), num_classes=10, image_size=TINY_IMAGE)
+    return build_layout(model, widths=(2, 4), num_classes=10, image_size=TINY_IMAGE)
+
+
+def _measured_macs_and_params(net: torch.nn.Module, layout) -> tuple[int, int]:
+    x = torch.zeros(1, layout.in_channels, layout.image_size, layout.image_size)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        net.eval()(x)
+    total = counter.get_total_flops()
+    assert total % 2 == 0
+    return total // 2, sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("model", MODELS.names())
+def test_every_registered_model_under_every_registered_scheme(model):
+    layout = _tiny_layout(model)
+    assert layout.model == model and layout.num_decisions >= 1 and layout.image_size == TINY_IMAGE
+    x = _images(layout)
+    generator = torch.Generator().manual_seed(3)
+    for spec in SCHEME_SPECS:
+        net = _supernet_of(layout, spec)
+        arch = net.space.sample_uniform(generator)
+        net.space.check_arch(arch)
+        with torch.no_grad():
+            out = net(x, arch)
+        assert out.shape == (2, layout.num_classes) and torch.isfinite(out).all(), spec
+        widths = layout.widths_of(arch)
+        cost = flops.count(layout, widths)
+        assert net.space.macs(arch) == cost.macs
+        assert (cost.macs, cost.params) == _measured_macs_and_params(build_plain(layout, widths), layout), spec
+
+
 # --- validation -------------------------------------------------------------------------------------------
 
 
@@ -272,9 +325,9 @@ def test_check_widths():
     layout.check_widths(layout.base_widths())
     layout.check_widths([7] * 19)  # any positive width, not only candidates
     for widths in ([16] * 18, [16] * 20, [16] * 18 + [0], [-16] + [16] * 18, [16.5] + [16] * 18, []):
-        with pytest.raises(ValueError):
+        with pytest.raises(InputError):
             layout.check_widths(widths)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         build_plain(layout, [16] * 18)
 
 
@@ -296,7 +349,7 @@ def test_check_widths():
     ],
 )
 def test_build_layout_rejects_bad_input(kwargs):
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         build_layout(**kwargs)
 
 
@@ -307,9 +360,9 @@ def test_meta_width_equal_to_largest_candidate_is_accepted():
 
 def test_independent_scheme_needs_meta_at_least_sum_of_widths():
     scheme = get_scheme("independent")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         scheme.make([4, 8, 16], 27)
     scheme.make([4, 8, 16], 28)
     layout = build_layout("resnet20", widths=[4, 16], meta="max")
-    with pytest.raises(ValueError):
-        Supernet(layout, scheme)
+    with pytest.raises(InputError):
+        Supernet(SearchSpace(layout, scheme))

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from sharing_lab import plots
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.errors import InputError
-from sharing_lab.plots import FIGURES, MissingRuns, RunSet, find_run_dirs, plot, plot_all
+from sharing_lab.plots import FIGURES, MissingRuns, RunSet, common, find_run_dirs, plot, plot_all, style
 from sharing_lab.plots import rank as rank_module
 from sharing_lab.plots import theorem as theorem_module
 from sharing_lab.records import RecordWriter
@@ -29,9 +29,10 @@ PHI0 = {"ordinal": 1.3e5, "independent": 1.6e3, "transitionary": 1.3e5, "overlap
 
 
 def fake_run(root, dirname, scheme="ordinal", seed=0, tau=1e-5, target=None, retrain=5, probes=True,
-             extra=None):
-    """A finished-looking run: per-epoch scalars and probs, probes every other epoch (one NaN), evaluations,
-    beam rows and retrained rows. Returns the run directory."""
+             extra=None, steps_per_epoch=STEPS):
+    """A finished-looking run: per-epoch scalars (``steps_per_epoch`` recorded as the search does; None: left
+    out) and probs, probes every other epoch (one NaN), evaluations, beam rows in ``archs`` and retrained
+    architectures in ``retrain`` / ``retrain_curves``. Returns the run directory."""
     run_dir = root / dirname
     run_dir.mkdir(parents=True)
     overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"sharing.tau={tau}", f"search.epochs={EPOCHS}",
@@ -50,6 +51,8 @@ def fake_run(root, dirname, scheme="ordinal", seed=0, tau=1e-5, target=None, ret
         phi = PHI0.get(scheme, 1e4) * math.exp(-decay * max(0, epoch - WARMUP + 1))
         values = {"train_acc": scale * (0.3 + 0.6 * progress) + 0.02 * rng.standard_normal(),
                   "train_loss": 2.0 - 1.5 * progress, "phi": phi, "lr": 0.1, "macs_sampled": 5e5}
+        if steps_per_epoch is not None:
+            values["steps_per_epoch"] = steps_per_epoch
         if epoch >= WARMUP:
             values.update(reward=0.5, baseline=0.4, entropy=4.0)
         if (epoch + 1) % EVAL_EVERY == 0:
@@ -75,7 +78,7 @@ def fake_run(root, dirname, scheme="ordinal", seed=0, tau=1e-5, target=None, ret
                                   "prob": float(probs[c])} for c, w in enumerate(WIDTHS)])
         if (epoch + 1) % EVAL_EVERY == 0:
             writer.flush()
-    beams, retrains = [], []
+    beams, retrains, curves = [], [], []
     for rank in range(8):
         widths = f"{WIDTHS[rank % 4]},{WIDTHS[rank // 4]},16"  # eight distinct architectures
         supernet_acc = scale * 0.9 - 0.02 * rank + 0.005 * rng.standard_normal()
@@ -83,13 +86,16 @@ def fake_run(root, dirname, scheme="ordinal", seed=0, tau=1e-5, target=None, ret
                       "log_prob": -1.0 - rank, "acc": supernet_acc, "rank": rank, "test_acc": supernet_acc - 0.01})
         if rank < retrain:
             stand_alone = 0.9 - 0.01 * rank * (2 - scale) + 0.003 * rng.standard_normal()
-            retrains.append({"epoch": 40, "source": "retrain", "widths": widths, "macs": 500_000 + rank,
-                             "log_prob": -1.0 - rank, "acc": stand_alone + 0.01, "test_acc": stand_alone,
-                             "rank": rank, "params": 10_000})
+            retrains.append({"epoch": 40, "widths": widths, "macs": 500_000 + rank, "params": 10_000,
+                             "log_prob": -1.0 - rank, "rank": rank, "val_acc": stand_alone + 0.01,
+                             "test_acc": stand_alone, "seed": seed})
+            curves += [{"step": (e + 1) * 7, "epoch": e, "widths": widths, "name": name, "value": value}
+                       for e in range(3) for name, value in (("train_loss", 1.0 - 0.1 * e), ("val_acc", 0.5))]
     writer.add("archs", beams)
     writer.flush()
     if retrains:
-        writer.add("archs", retrains)
+        writer.add("retrain_curves", curves)
+        writer.add("retrain", retrains)
         writer.flush()
     return run_dir
 
@@ -169,6 +175,8 @@ def test_fig3_one_point_per_probe_step_coloured_by_scheme(runset):
     assert left.get_xscale() == "log" and "Φ" in left.get_xlabel()
     legend = [t.get_text() for t in fig.legends[0].get_texts()]  # one legend for both panels
     assert legend == ["APS-I (independent)", "overlap α=0.5", "APS-O (ordinal)", "APS-T (transitionary)"]
+    assert style.ordered(["transitionary", "mine", "overlap:0.75", "ordinal", "independent", "overlap:0.25"]) == [
+        "independent", "overlap:0.25", "overlap:0.75", "ordinal", "transitionary", "mine"]  # every figure's order
     sizes = {c.get_label(): len(c.get_offsets()) for c in left.collections}
     # ordinal: 2 unconstrained seeds + 1 constrained run, 6 probe steps each, the NaN one (epoch 1) dropped
     assert sizes["APS-O (ordinal)"] == 3 * 5
@@ -180,7 +188,7 @@ def test_fig4_accuracy_panels_and_alignment_trend(runset):
     fig = FIGURES["fig4"](runset)
     panels = _panels(fig)
     assert len(panels) == 4 and len(fig.axes) == 5  # one twin axis for Φ
-    for ax, name in zip(panels[:3], ("APS-O", "APS-I", "APS-T")):
+    for ax, name in zip(panels[:3], ("APS-I", "APS-O", "APS-T")):  # style.scheme_order
         assert ax.get_title().startswith(name) and "2 seeds" in ax.get_title()
         assert _labels(ax) == ["training", "val mean (sampled)", "val max (sampled)", "warm-up end"]
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == 3  # one 95% band per curve
@@ -189,7 +197,7 @@ def test_fig4_accuracy_panels_and_alignment_trend(runset):
         train = ax.get_lines()[0]
         assert len(train.get_xdata()) == EPOCHS and max(train.get_ydata()) > 1.5  # percent, not fraction
     trend = panels[3]
-    assert _labels(trend) == ["APS-O", "APS-I", "APS-T", "warm-up end"]
+    assert _labels(trend) == ["APS-I", "APS-O", "APS-T", "warm-up end"]
     twin = next(ax for ax in fig.axes if ax not in panels)
     assert twin.get_yscale() == "log" and _labels(twin) == ["Φ of APS-T (right)"]
     legend = [t.get_text() for t in trend.get_legend().get_texts()]
@@ -208,8 +216,9 @@ def test_fig5_probability_panels_and_coupled_trend(runset):
         assert "epochs 10–12" in ax.get_title()  # last quarter of 12 epochs
     t_lines = panels[2].get_lines()
     assert t_lines[-1].get_ydata()[-1] > t_lines[0].get_ydata()[-1]  # T's controller prefers the widest
-    assert _labels(panels[3]) == ["APS-O", "APS-I", "APS-T", "warm-up end"]
-    independent = panels[3].get_lines()[1].get_ydata()
+    assert [ax.get_title().split()[0] for ax in panels[:3]] == ["APS-I", "APS-O", "APS-T"]
+    assert _labels(panels[3]) == ["APS-I", "APS-O", "APS-T", "warm-up end"]
+    independent = panels[3].get_lines()[0].get_ydata()
     assert np.allclose(independent, 0.0)
 
 
@@ -228,8 +237,8 @@ def test_fig8_top_n_without_and_with_target(runset):
     assert len(fig.axes) == 2
     free, constrained = fig.axes
     assert "no FLOPs target" in free.get_title() and "0.3M MACs" in constrained.get_title()
-    assert _legend(free) == ["APS-O (2 seeds)", "APS-I (2 seeds)", "APS-T (2 seeds)"]
-    assert _legend(constrained) == ["APS-O", "APS-I", "APS-T"]
+    assert _legend(free) == ["APS-I (2 seeds)", "APS-O (2 seeds)", "APS-T (2 seeds)"]
+    assert _legend(constrained) == ["APS-I", "APS-O", "APS-T"]
     assert np.allclose(free.containers[1].lines[0].get_xdata(), [1, 2, 3, 4, 5])  # the middle one is not dodged
     assert free.get_ylabel().startswith("test accuracy (%)")
     assert sum(isinstance(c, LineCollection) for c in free.collections) == 3  # ± std bars per scheme
@@ -247,12 +256,50 @@ def test_top_n_statistics():
 
 def test_rank_panels_per_scheme_with_correlations(runset):
     fig = FIGURES["rank"](runset)
-    assert [ax.get_title() for ax in fig.axes] == ["APS-O (ordinal)", "APS-I (independent)",
+    assert [ax.get_title() for ax in fig.axes] == ["APS-I (independent)", "APS-O (ordinal)",
                                                    "APS-T (transitionary)"]
     for ax in fig.axes:
         text = ax.texts[0].get_text()
         assert "n = 15 (3 runs)" in text and "Kendall τ-b" in text and "Spearman ρ" in text
         assert len(ax.collections[0].get_offsets()) == 15
+
+
+def test_retrained_rows_come_from_the_retrain_table_with_the_beam_view(runset):
+    rows = common.retrained(runset.select(kind="search"))
+    assert len(rows) == 9 * 5 and set(rows["order"]) == set(range(5))  # nine search runs, five retrained each
+    first = rows[rows["order"] == 0]
+    assert (first["rank"] == 0).all() and first["beam_acc"].notna().all() and (first["beam_rank"] == 0).all()
+    assert common.accuracy_column(rows) == ("test_acc", "test accuracy (%)")
+    assert common.accuracy_column(rows.assign(test_acc=np.nan)) == ("val_acc", "validation accuracy (%)")
+    assert set(runset.table("archs")["source"]) == {"beam"} and "arch" not in runset.table("scalars")
+
+
+def test_retrained_order_falls_back_to_the_rows_own_rank_then_likelihood(tmp_path):
+    run_dir = fake_run(tmp_path, "alone", "ordinal", retrain=0)
+    writer = RecordWriter(run_dir, "alone")
+    writer.add("retrain", [{"epoch": 3, "widths": w, "macs": 1, "params": 1, "log_prob": lp, "rank": rank,
+                            "val_acc": 0.5, "test_acc": float("nan"), "seed": 0}
+                           for w, rank, lp in (("1,1,1", 2, -3.0), ("2,2,2", 1, -1.0), ("4,4,16", 5, -9.0),
+                                               ("8,8,8", 1, -0.5))])
+    writer.flush()
+    rows = common.retrained(RunSet.from_paths([run_dir]))  # "4,4,16" is beam rank 0; ties: likeliest first
+    assert rows.sort_values("order")["widths"].tolist() == ["4,4,16", "8,8,8", "2,2,2", "1,1,1"]
+    empty = common.retrained(RunSet.from_paths([fake_run(tmp_path, "none", retrain=0)]))
+    assert empty.empty and {"val_acc", "test_acc", "order", "beam_acc"} <= set(empty.columns)
+
+
+def test_steps_per_epoch_is_the_recorded_scalar_and_required(tmp_path):
+    runs = RunSet.from_paths([fake_run(tmp_path, "double", "ordinal", retrain=0, steps_per_epoch=2 * STEPS)])
+    assert runs.run(0).steps_per_epoch() == 2 * STEPS
+    train = common.scalars(runs, ["train_acc"]).sort_values("step")
+    assert np.allclose(train["x"], (np.arange(EPOCHS) + 1) / 2)  # step / recorded value, not epoch + 1
+    for tau in (1e-3, 1e-5):
+        fake_run(tmp_path / "old", f"old-{tau}", "transitionary", tau=tau, retrain=0, steps_per_epoch=None)
+    old = RunSet.from_paths([tmp_path / "old"])
+    with pytest.raises(MissingRuns, match=r"run 'old-0.001' .*steps_per_epoch"):
+        old.run(0).steps_per_epoch()
+    with pytest.raises(MissingRuns, match="steps_per_epoch"):
+        FIGURES["fig6"](old)
 
 
 def test_correlations_with_bootstrap_interval():

@@ -8,7 +8,6 @@ import copy
 import itertools
 import math
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -20,14 +19,19 @@ import torch
 import torch.nn.functional as F
 
 import sharing_lab
+from sharing_lab import loop
 from sharing_lab.aps import APSConv2d, TransformSet, candidate_kernel
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.data import load_data
+from sharing_lab.errors import InputError
 from sharing_lab.layout import build_layout
-from sharing_lab.probes import Probe, ProbeContext, SharingProbe, _pair_phi, coupled_gradient, default_probes
+from sharing_lab.loop import Search, open_search
+from sharing_lab.probes import Probe, ProbeView, SharingProbe, coupled_gradient, default_probes
+from sharing_lab.probes.sharing_probe import _pair_phi
 from sharing_lab.records import SCHEMAS, RecordWriter
-from sharing_lab.search import Search
-from sharing_lab.sharing import Transforms, get_scheme, pair_level
+from sharing_lab.schemes import Transforms, get_scheme
+from sharing_lab.sharing import pair_level
+from sharing_lab.space import SearchSpace
 from sharing_lab.supernet import Supernet
 
 PROBE_SCALARS = {"phi_code", "cos_align", "coupled_norm"}  # the scalar names SharingProbe writes
@@ -198,7 +202,7 @@ def test_pair_phi_is_the_product_of_squared_cross_gram_norms(depthwise):
     assert total == pytest.approx(_explicit_phi(P, Q if Q is not None else [torch.ones(1, 1)]), rel=1e-5)
 
 
-# --- 1(a): SharingProbe against a direct computation, through a minimal fake search ------------------------------
+# --- 1(a): SharingProbe against a direct computation, through a hand-made probe view ------------------------------
 def _reference_gradients(supernet: Supernet, x, y, arch):
     """Meta-weight gradients of one architecture by plain autograd on a copy, and the (i, o) each APS layer was
     called with (read by forward hooks, not by sharing_lab's bookkeeping); None for an unused layer."""
@@ -224,10 +228,14 @@ def _reference_gradients(supernet: Supernet, x, y, arch):
     return used, [None if grad is None else _np(grad) for grad in grads]
 
 
-def _fake_search(supernet: Supernet, run_dir: Path) -> SimpleNamespace:
+def _fake_view(supernet: Supernet, run_dir: Path, step: int, epoch: int) -> ProbeView:
+    """What the search loop would hand a probe: the supernet's space, the first training images, a writer."""
     data = load_data("synthetic", seed=0)
-    return SimpleNamespace(supernet=supernet, data=data, device=torch.device("cpu"),
-                           writer=RecordWriter(run_dir, run_dir.name), config=Config())
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return data.batch("train", torch.arange(min(n, data.split_size("train"))))
+
+    return ProbeView(supernet.space, supernet, batch, RecordWriter(run_dir, run_dir.name), step, epoch)
 
 
 def _expected_probe(supernet, archs, x, y):
@@ -271,23 +279,24 @@ def _expected_probe(supernet, archs, x, y):
 ])
 def test_sharing_probe_matches_a_direct_computation(tmp_path, scheme, granularity):
     layout = build_layout("resnet20", granularity, [2, 4], num_classes=10, in_channels=3, image_size=8)
-    supernet = Supernet(layout, get_scheme(scheme), seed=1)
-    search = _fake_search(supernet, tmp_path / "fake")
+    supernet = Supernet(SearchSpace(layout, get_scheme(scheme)), seed=1)
+    view = _fake_view(supernet, tmp_path / "fake", step=7, epoch=1)
     before = copy.deepcopy(supernet.state_dict())
     probe = SharingProbe(align_archs=3, probe_batch=32, seed=2)
     archs: list[tuple[int, ...]] = []
-    sample = supernet.sample_uniform
-    supernet.sample_uniform = lambda generator=None: archs.append(sample(generator)) or archs[-1]
-    probe.run(ProbeContext(search, step=7, epoch=1))
-    del supernet.sample_uniform
-    search.writer.flush()
+    space = supernet.space
+    sample = space.sample_uniform
+    space.sample_uniform = lambda generator=None: archs.append(sample(generator)) or archs[-1]
+    probe.run(view)
+    del space.sample_uniform
+    view.writer.flush()
     assert len(archs) == 3 and len(set(archs)) >= 2, archs
 
     # the probe leaves the network as it found it: no parameter, buffer or .grad touched
     _assert_same_state(supernet.state_dict(), before, "supernet")
     assert all(p.grad is None for p in supernet.parameters())
 
-    x, y = search.data.batch("train", torch.arange(32))
+    x, y = view.batch(32)
     pairs_want, cos_want, coupled_want, network_cos = _expected_probe(supernet, archs, x, y)
     run = tmp_path / "fake"
     pairs = sharing_lab.read_table(run, "pairs")
@@ -340,11 +349,11 @@ class EveryOtherStep(Probe):
         super().__init__(every_steps=2)
         self.calls = 0
 
-    def run(self, context: ProbeContext) -> None:
+    def run(self, view: ProbeView) -> None:
         self.calls += 1
-        phi_now = float(sum(context.search.supernet.phi_per_layer()))
-        context.search.writer.add("mytable", [{"step": context.step, "epoch": context.epoch, "calls": self.calls,
-                                               "phi_now": phi_now}])
+        phi_now = float(sum(view.supernet.phi_per_layer()))
+        view.writer.add("mytable", [{"step": view.step, "epoch": view.epoch, "calls": self.calls,
+                                     "phi_now": phi_now}])
 
 
 def _config(*extra: str) -> Config:
@@ -365,8 +374,8 @@ def runs(tmp_path_factory):
             run_dir.mkdir()
             custom = EveryOtherStep() if probes == "custom" else None
             user = [*default_probes(config.probes, config.seed), custom] if custom is not None else None
-            search = Search(config, run_dir, log=lambda _: None, probes=user)
-            search.run()
+            search = open_search(config, run_dir, log=lambda _: None, probes=user)
+            loop.run(search)
             done[name] = (search, run_dir, custom)
         return done[name]
 
@@ -391,14 +400,15 @@ def _assert_same_state(a, b, where: str = "") -> None:
 def test_probes_leave_the_search_unchanged(runs):
     on, on_dir, _ = runs("transitionary-custom")
     off, off_dir, _ = runs("transitionary-off")
-    assert on.probes and not off.probes
-    assert on.step == off.step == EPOCHS * STEPS_PER_EPOCH
+    on_state, off_state = on.state, off.state
+    assert on_state.probes and not off_state.probes
+    assert on_state.step == off_state.step == EPOCHS * STEPS_PER_EPOCH
     _assert_same_state(on.supernet.state_dict(), off.supernet.state_dict(), "supernet")
-    _assert_same_state(on.controller.state_dict(), off.controller.state_dict(), "controller")
-    _assert_same_state(on.reinforce.state_dict(), off.reinforce.state_dict(), "reinforce")
-    _assert_same_state(on.optimizer.state_dict(), off.optimizer.state_dict(), "optimizer")
-    _assert_same_state({k: g.get_state() for k, g in on.generators.items()},
-                       {k: g.get_state() for k, g in off.generators.items()}, "generators")
+    _assert_same_state(on_state.controller.state_dict(), off_state.controller.state_dict(), "controller")
+    _assert_same_state(on_state.reinforce.state_dict(), off_state.reinforce.state_dict(), "reinforce")
+    _assert_same_state(on_state.optimizer.state_dict(), off_state.optimizer.state_dict(), "optimizer")
+    _assert_same_state({k: g.get_state() for k, g in on_state.generators.items()},
+                       {k: g.get_state() for k, g in off_state.generators.items()}, "generators")
 
     def own(frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame[~frame["name"].isin(PROBE_SCALARS)]
@@ -444,7 +454,7 @@ def _expected_layer_phi(search: Search, scheme: str) -> list[float]:
 def _check_layers_table(search: Search, run_dir: Path) -> pd.DataFrame:
     layers = sharing_lab.read_table(run_dir, "layers")
     n_layers = len(list(search.supernet.aps_layers()))
-    layout = search.layout
+    layout = search.space.layout
     assert n_layers == len(layout.convs()) + sum(b.projection_possible() for b in layout.blocks) + 1  # + classifier
     probe_steps = [STEPS_PER_EPOCH * (epoch + 1) for epoch in range(EPOCHS)]  # every epoch end (every_epochs=1)
     assert sorted(set(layers["step"])) == probe_steps
@@ -490,7 +500,8 @@ def test_layers_table_and_fixed_phi_of_ordinal_and_independent(runs):
 def test_transitionary_phi_falls_after_the_warm_up(runs):
     search, run_dir, _ = runs("transitionary-custom")
     layers = _check_layers_table(search, run_dir)
-    start = Supernet(search.layout, search.scheme, search.config.seed, search.config.model.bn)
+    start = Supernet(SearchSpace(search.space.layout, search.space.scheme), search.config.seed,
+                     search.config.model.bn)
     start_phi = start.phi_per_layer()
     per_step = {step: group.sort_values("layer")["phi"].tolist() for step, group in layers.groupby("step")}
     warmup_end, last = STEPS_PER_EPOCH, EPOCHS * STEPS_PER_EPOCH
@@ -553,10 +564,20 @@ def test_probe_records_read_back_with_polars(runs):
 
 def test_disabled_probes_write_no_probe_records(runs):
     search, run_dir, _ = runs("transitionary-off")
-    assert search.probes == [] and default_probes(search.config.probes) == []
+    assert search.state.probes == [] and default_probes(search.config.probes) == []
     for table in ("layers", "pairs"):
         assert not list(run_dir.glob(f"{table}/*.parquet")), table
         assert len(sharing_lab.read_table(run_dir, table)) == 0
     names = set(sharing_lab.read_table(run_dir, "scalars")["name"])
     assert "phi" in names and not names & PROBE_SCALARS
     assert len(sharing_lab.read_table(run_dir, "archs")) > 0
+
+
+def test_probes_names_chooses_the_registered_probes():
+    config = Config()
+    assert config.probes.names == ("sharing",)
+    built = default_probes(config.probes, seed=1)
+    assert len(built) == 1 and isinstance(built[0], SharingProbe)
+    assert default_probes(apply_overrides(config, ["probes.names=[]"]).probes) == []
+    with pytest.raises(InputError, match="nosuchprobe"):
+        default_probes(apply_overrides(config, ["probes.names=['nosuchprobe']"]).probes)

@@ -116,12 +116,12 @@ def test_truncate_with_next_part_zero_drops_everything(tmp_path):
 
 def test_extra_columns_are_kept(tmp_path):
     writer = RecordWriter(tmp_path, "r")
-    writer.add("scalars", [{"step": 1, "epoch": 0, "name": "x", "value": 1.0, "arch": "2,4", "note": 3}])
+    writer.add("scalars", [{"step": 1, "epoch": 0, "name": "x", "value": 1.0, "tag": "2,4", "note": 3}])
     writer.add("archs", [{"epoch": 0, "source": "beam", "widths": "2,4", "macs": 7, "log_prob": -0.5, "acc": 0.9,
                           "rank": 0, "test_acc": 0.8}])
     writer.flush()
     scalars = read_table(tmp_path, "scalars")
-    assert scalars.loc[0, "arch"] == "2,4" and scalars.loc[0, "note"] == 3
+    assert scalars.loc[0, "tag"] == "2,4" and scalars.loc[0, "note"] == 3
     archs = read_table(tmp_path, "archs")
     assert archs.loc[0, "rank"] == 0 and archs.loc[0, "test_acc"] == pytest.approx(0.8)
 
@@ -130,13 +130,17 @@ def test_required_dtypes_are_enforced(tmp_path):
     writer = RecordWriter(tmp_path, "r")
     # ints where floats are required, floats holding integers where ints are required, NaN/None for floats
     writer.add("scalars", [{"step": 3.0, "epoch": 0.0, "name": "loss", "value": 2}])
-    writer.add("archs", [{"epoch": 1, "source": "retrain", "widths": "2,4", "macs": 12.0, "log_prob": None,
+    writer.add("archs", [{"epoch": 1, "source": "sample", "widths": "2,4", "macs": 12.0, "log_prob": None,
                           "acc": 1}])
     writer.add("probs", [{"step": 1, "epoch": 0, "layer": 0, "choice": 1, "width": 4, "prob": 1}])
     writer.add("layers", [{"step": 1, "epoch": 0, "layer": 2, "phi": 1, "cos_align": float("nan"),
                            "coupled_norm": 0}])
     writer.add("pairs", [{"step": 1, "epoch": 0, "layer": -1, "a": 0, "b": 1, "phi_pair": 4, "cos": 1}])
+    writer.add("retrain", [{"epoch": 2.0, "widths": "2,4", "macs": 12.0, "params": 5, "log_prob": None, "rank": 0,
+                            "val_acc": 1, "test_acc": float("nan"), "seed": 3.0}])
+    writer.add("retrain_curves", [{"step": 4.0, "epoch": 0, "widths": "2,4", "name": "val_acc", "value": 1}])
     writer.flush()
+    assert set(SCHEMAS) == {"scalars", "layers", "probs", "archs", "pairs", "retrain", "retrain_curves"}
     for table, schema in SCHEMAS.items():
         part = pq.read_table(tmp_path / table / "part-000000.parquet")
         assert part.schema.field("run").type == pa.string()
@@ -163,10 +167,18 @@ def test_schemas_cover_the_design_tables():
                   "width": pa.int64(), "prob": pa.float64()},
         "archs": {"epoch": pa.int64(), "source": pa.string(), "widths": pa.string(), "macs": pa.int64(),
                   "log_prob": pa.float64(), "acc": pa.float64()},
+        "retrain": {"epoch": pa.int64(), "widths": pa.string(), "macs": pa.int64(), "params": pa.int64(),
+                    "log_prob": pa.float64(), "rank": pa.int64(), "val_acc": pa.float64(),
+                    "test_acc": pa.float64(), "seed": pa.int64()},
+        "retrain_curves": {"step": pa.int64(), "epoch": pa.int64(), "widths": pa.string(), "name": pa.string(),
+                           "value": pa.float64()},
     }
     for table, columns in required.items():
         for column, dtype in columns.items():
             assert SCHEMAS[table][column] == dtype, (table, column)
+    assert list(SCHEMAS["retrain"]) == list(required["retrain"])  # exactly these, in this order
+    assert list(SCHEMAS["retrain_curves"]) == list(required["retrain_curves"])
+    assert "arch" not in records.OPTIONAL.get("scalars", {})  # retraining curves have a table of their own
 
 
 def test_a_value_that_does_not_fit_the_required_dtype_is_rejected(tmp_path):
@@ -216,3 +228,54 @@ def test_a_leftover_temporary_from_a_killed_write_is_ignored(tmp_path):
     (tmp_path / "scalars" / ".part-000001.parquet.k1ll3d.tmp").write_bytes(b"PAR1 half a footer")
     assert read_table(tmp_path, "scalars")["step"].tolist() == [0, 0]
     assert pd.read_parquet(tmp_path / "scalars")["step"].tolist() == [0, 0]
+
+
+def _tiny_retrain(tmp_path, name: str, seed: int) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Retrain a 3-decision ResNet-20 at widths (4, 2, 4) for two epochs on 32 random 8×8 images."""
+    import torch
+
+    from sharing_lab.config import Config, apply_overrides
+    from sharing_lab.data import DataBundle, Split
+    from sharing_lab.layout import build_layout
+    from sharing_lab.retrain import retrain
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int) -> Split:
+        return Split(torch.randn(n, 1, 8, 8, generator=g), torch.arange(n) % 3)
+
+    data = DataBundle("tiny", 3, split(32), split(16), split(16))
+    layout = build_layout("resnet20", "stage", widths=(2, 4), num_classes=3, in_channels=1, image_size=8)
+    config = apply_overrides(Config(), ["retrain.epochs=2", "retrain.batch_size=8", f"seed={seed}"])
+    run_dir = tmp_path / name
+    row = retrain(layout, [4, 2, 4], config, data, torch.device("cpu"), RecordWriter(run_dir, name),
+                  log=lambda _: None, log_prob=-1.5, rank=2)
+    return row, read_table(run_dir, "retrain"), read_table(run_dir, "retrain_curves")
+
+
+def test_retrain_writes_its_own_tables_and_leaves_the_global_rng_alone(tmp_path):
+    import torch
+
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
+    row, table, curves = _tiny_retrain(tmp_path, "a", seed=3)
+    assert torch.equal(torch.get_rng_state(), before)  # fork_rng: the caller's generator is untouched
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["retrain", "retrain_curves"]  # no archs/scalars
+    assert list(row) == list(SCHEMAS["retrain"])  # the returned dict is the row, same keys
+    assert len(table) == 1 and table.loc[0, "run"] == "a"
+    stored = table.iloc[0]
+    assert (stored["epoch"], stored["widths"], stored["rank"], stored["seed"]) == (2, "4,2,4", 2, 3)
+    assert stored["log_prob"] == -1.5 and stored["macs"] == row["macs"] > 0 and stored["params"] == row["params"]
+    assert 0 <= stored["val_acc"] <= 1 and 0 <= stored["test_acc"] <= 1
+    assert curves["epoch"].tolist() == [0, 0, 1, 1] and curves["step"].tolist() == [4, 4, 8, 8]
+    assert curves["name"].tolist() == ["train_loss", "val_acc"] * 2 and set(curves["widths"]) == {"4,2,4"}
+    assert curves.loc[3, "value"] == pytest.approx(row["val_acc"])
+    for name in ("retrain", "retrain_curves"):
+        schema = pq.read_schema(next((tmp_path / "a" / name).glob("part-*.parquet")))
+        for column, dtype in SCHEMAS[name].items():
+            assert schema.field(column).type == dtype, (name, column)
+    again, _, again_curves = _tiny_retrain(tmp_path, "b", seed=3)  # deterministic per seed
+    assert again == pytest.approx(row)
+    assert again_curves["value"].tolist() == pytest.approx(curves["value"].tolist())
+    _, _, other_curves = _tiny_retrain(tmp_path, "c", seed=4)  # another seed: another initialisation
+    assert other_curves.loc[0, "value"] != pytest.approx(curves.loc[0, "value"])

@@ -9,18 +9,24 @@ import math
 import pytest
 import torch
 
+from sharing_lab import loop
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.data import load_data, random_crop_flip
 from sharing_lab.errors import InputError
 from sharing_lab.records import read_table
 from sharing_lab.runtime import resolve_device, resolve_runtime
-from sharing_lab.search import Search
 
 TINY = ["data.name=synthetic", "model.widths=[2,4]", "data.batch_size=64", "data.reward_batch_size=32",
         "data.calibration_images=64", "data.eval_batch_size=128", "probes.align_archs=2", "probes.probe_batch=32",
         "search.prob_samples=4", "search.eval_archs=2", "search.beam_top=2", "search.epochs=2",
         "search.warmup_epochs=1", "search.eval_every=1"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _open(config: Config, run_dir, **kwargs) -> loop.Search:
+    """open_search on a fresh run directory (open_search does not create it; launch.start does)."""
+    run_dir.mkdir(parents=True)
+    return loop.open_search(config, run_dir, **kwargs)
 
 
 def test_auto_runtime_is_fp32_contiguous_on_cpu_and_explicit_settings_win():
@@ -41,7 +47,7 @@ def test_auto_runtime_is_fp32_contiguous_on_cpu_and_explicit_settings_win():
 def test_unknown_runtime_settings_are_refused(key, value, tmp_path):
     config = apply_overrides(Config(), [*TINY, f"{key}={value}"])
     with pytest.raises(InputError, match=key.replace(".", r"\.")):
-        Search(config, tmp_path / "run")
+        _open(config, tmp_path / "run")
 
 
 def test_absent_devices_are_refused():
@@ -54,11 +60,11 @@ def test_absent_devices_are_refused():
 
 def test_bf16_channels_last_search_runs_on_cpu_and_keeps_float32_state(tmp_path):
     config = apply_overrides(Config(), [*TINY, "runtime.precision=bf16", "runtime.memory_format=channels_last"])
-    search = Search(config, tmp_path / "run", log=lambda message: None)
-    summary = search.run()
+    search = _open(config, tmp_path / "run", log=lambda message: None)
+    summary = loop.run(search)
     assert summary["precision"] == "bf16" and summary["memory_format"] == "channels_last"
     assert all(p.dtype == torch.float32 for p in search.supernet.parameters())
-    assert all(p.dtype == torch.float32 for p in search.controller.parameters())
+    assert all(p.dtype == torch.float32 for p in search.state.controller.parameters())
     assert all(t.dtype == torch.float32 for _, m in search.supernet.aps_layers() for t in m.sides()[0])
     scalars = read_table(tmp_path / "run", "scalars")
     assert math.isfinite(scalars[scalars.name == "train_loss"].value.iloc[-1])
@@ -67,11 +73,12 @@ def test_bf16_channels_last_search_runs_on_cpu_and_keeps_float32_state(tmp_path)
 
 def test_bf16_forward_agrees_with_float32_on_cpu():
     from sharing_lab.layout import build_layout
-    from sharing_lab.sharing import get_scheme
+    from sharing_lab.schemes import get_scheme
+    from sharing_lab.space import SearchSpace
     from sharing_lab.supernet import Supernet
 
     layout = build_layout("resnet20", "stage", [4, 8], num_classes=10, in_channels=3, image_size=8)
-    supernet = Supernet(layout, get_scheme("transitionary"), seed=0)
+    supernet = Supernet(SearchSpace(layout, get_scheme("transitionary")), seed=0)
     x = torch.randn(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     exact = supernet(x, (1, 0, 1))
     with resolve_runtime("cpu", "bf16").autocast():
@@ -105,13 +112,13 @@ def test_gpu_batches_are_the_cpu_batches():
 @cuda
 def test_warmup_epoch_does_not_wait_for_the_gpu_per_step(tmp_path):
     config = apply_overrides(Config(), [*TINY, "device=cuda", "data.batch_size=16", "probes.enabled=false"])
-    search = Search(config, tmp_path / "run", log=lambda message: None)
-    search._train_epoch()  # cuDNN tuning and first copies
-    assert search.steps_per_epoch >= 8
+    search = _open(config, tmp_path / "run", log=lambda message: None)
+    loop.train_epoch(search)  # cuDNN tuning and first copies
+    assert search.state.steps_per_epoch >= 8
     with pytest.warns(UserWarning) as caught:
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            search._train_epoch()
+            loop.train_epoch(search)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     waits = [w for w in caught if "synchroniz" in str(w.message)]
@@ -121,7 +128,7 @@ def test_warmup_epoch_does_not_wait_for_the_gpu_per_step(tmp_path):
 @cuda
 def test_short_search_on_gpu_end_to_end(tmp_path):
     config = apply_overrides(Config(), [*TINY, "device=cuda"])
-    summary = Search(config, tmp_path / "run", log=lambda message: None).run()
+    summary = loop.run(_open(config, tmp_path / "run", log=lambda message: None))
     assert summary["device"].startswith("cuda")  # auto on 8×8 inputs: float32, contiguous (launch-bound)
     assert (summary["precision"], summary["memory_format"]) == ("fp32", "contiguous")
     assert 0 <= summary["exported"]["acc"] <= 1

@@ -25,8 +25,9 @@ import pytest
 import torch
 
 import sharing_lab
+from sharing_lab import registry
 from sharing_lab.cli import main
-from sharing_lab.config import Config, apply_overrides, to_dict
+from sharing_lab.config import Config, apply_overrides, load_toml, preset_names, to_dict
 from sharing_lab.export import build_exported
 from sharing_lab.flops import macs_range
 from sharing_lab.layout import build_layout
@@ -39,6 +40,7 @@ TINY = [
 ]
 ONE_EPOCH = ["search.epochs=1", "search.warmup_epochs=0", "search.eval_every=1"]
 TABLES = ("scalars", "probs", "archs", "layers", "pairs")
+RETRAIN_TABLES = ("retrain", "retrain_curves")
 REQUIRED_SCALARS = {"train_loss", "train_acc", "val_acc_mean", "val_acc_max", "phi", "cos_align", "coupled_norm",
                     "reward", "baseline", "entropy", "macs_sampled"}
 NUM_DECISIONS = 3  # ResNet-20, stage granularity
@@ -111,10 +113,10 @@ def snapshot(directory: Path) -> dict[str, tuple]:
     return state
 
 
-def check_tables(run: Path) -> dict[str, pd.DataFrame]:
+def check_tables(run: Path, tables: tuple[str, ...] = TABLES) -> dict[str, pd.DataFrame]:
     """Every table reads back with sharing_lab and directly, with the required columns and dtypes."""
     frames = {}
-    for table in TABLES:
+    for table in tables:
         frame = sharing_lab.read_table(run, table)
         assert len(frame) > 0, table
         assert (frame["run"] == run.name).all(), table
@@ -196,6 +198,7 @@ def test_config_json_holds_resolved_config_and_versions(shared_run):
     assert payload["config"] == to_dict(expected)
     assert payload["config"]["seed"] == 0 and "device" in payload["config"]
     assert payload["run"] == "r"
+    assert payload["format"] == 2 and "code_revision" in payload
     assert payload["versions"]["sharing_lab"] == sharing_lab.__version__
     assert payload["versions"]["torch"] == torch.__version__
 
@@ -343,18 +346,26 @@ def test_retrain_records_into_the_run(shared_run):
     for key, value in before.items():  # nothing existing rewritten
         if key.endswith(".parquet"):
             assert after.get(key) == value, key
-    archs = sharing_lab.read_table(shared_run, "archs")
-    retrained = archs[archs["source"] == "retrain"]
+    assert f"records: {shared_run}/{{retrain,retrain_curves}}/*.parquet" in result.out
+    retrained = sharing_lab.read_table(shared_run, "retrain")
     assert len(retrained) >= 1
     exported = json.loads((shared_run / "arch.json").read_text())
     row = retrained.iloc[-1]
     assert row["widths"] == ",".join(map(str, exported["widths"]))
     assert row["macs"] == exported["macs"]
     assert row["epoch"] == 1
-    assert 0 <= row["acc"] <= 1
-    scalars = sharing_lab.read_table(shared_run, "scalars")
-    assert "retrain_val_acc" in set(scalars["name"])
+    assert 0 <= row["val_acc"] <= 1 and 0 <= row["test_acc"] <= 1
+    assert row["seed"] == 0 and row["rank"] == 0
+    # the search's own tables are left alone: no retrain rows among its archs, no retrain scalars
+    assert "retrain" not in set(sharing_lab.read_table(shared_run, "archs")["source"])
+    assert not any(name.startswith("retrain") for name in sharing_lab.read_table(shared_run, "scalars")["name"])
+    curves = sharing_lab.read_table(shared_run, "retrain_curves")
+    mine = curves[curves["widths"] == row["widths"]]
+    assert set(mine["name"]) == {"train_loss", "val_acc"}
+    assert set(mine["epoch"]) == {0}  # one retraining epoch
+    assert mine.query("name == 'val_acc'")["value"].iloc[-1] == pytest.approx(row["val_acc"])
     check_tables(shared_run)
+    check_tables(shared_run, RETRAIN_TABLES)
 
 
 def test_retrain_top_n(shared_run):
@@ -362,7 +373,7 @@ def test_retrain_top_n(shared_run):
     assert_ok(result)
     archs = sharing_lab.read_table(shared_run, "archs")
     beams = archs[archs["source"] == "beam"].sort_values("log_prob", ascending=False)
-    retrained = archs[archs["source"] == "retrain"]
+    retrained = sharing_lab.read_table(shared_run, "retrain")
     assert set(beams["widths"].head(2)) <= set(retrained["widths"])
 
 
@@ -371,8 +382,13 @@ def test_retrain_an_exported_file_into_a_new_run(shared_run, tmp_path):
     result = invoke("retrain", shared_run / "arch.json", "--out", out, "--name", "rt",
                     *_sets("retrain.epochs=1", "retrain.batch_size=64", "data.name=synthetic"))
     assert_ok(result)
-    archs = sharing_lab.read_table(out / "rt", "archs")
-    assert archs["source"].tolist() == ["retrain"]
+    retrained = sharing_lab.read_table(out / "rt", "retrain")
+    assert len(retrained) == 1
+    assert retrained["widths"].iloc[0] == ",".join(map(str, json.loads((shared_run / "arch.json").read_text())
+                                                           ["widths"]))
+    assert not (out / "rt" / "archs").exists()  # a retrain-only run has no archs table
+    assert len(sharing_lab.read_table(out / "rt", "archs")) == 0
+    assert set(sharing_lab.read_table(out / "rt", "retrain_curves")["name"]) == {"train_loss", "val_acc"}
     assert (out / "rt" / "config.json").is_file()
 
 
@@ -389,7 +405,8 @@ def test_retrain_an_exported_file_uses_the_data_it_was_searched_on(shared_run, t
     out = tmp_path / "out"
     out.mkdir()
     assert_ok(invoke("retrain", shared_run / "arch.json", "--out", out, "--name", "rt", *_sets("retrain.epochs=1")))
-    assert sharing_lab.read_table(out / "rt", "archs")["source"].tolist() == ["retrain"]
+    assert len(sharing_lab.read_table(out / "rt", "retrain")) == 1
+    assert not (out / "rt" / "archs").exists()
 
 
 def test_resume_of_a_finished_run_is_refused(shared_run):
@@ -413,7 +430,8 @@ def test_an_existing_run_directory_is_refused_and_untouched(shared_run):
 
 
 # --- other schemes and a FLOPs target -----------------------------------------------------------------------------
-@pytest.mark.parametrize("scheme", ["ordinal", "independent", "overlap:0.5"])
+@pytest.mark.parametrize("scheme", ["overlap:0.5" if name == "overlap" else name
+                                    for name in registry.SCHEMES.names()])
 def test_search_with_scheme(tmp_path, scheme):
     result = search(tmp_path, "s", "--scheme", scheme, *_sets(*ONE_EPOCH))
     assert_ok(result)
@@ -452,6 +470,71 @@ def test_search_with_a_flops_target(tmp_path):
     assert summary["macs_range"] == [MIN_MACS, MAX_MACS]
     assert_ok(invoke("beam", run, "--top", "2", "--json"))
     check_exported_forward(run / "arch.json")
+
+
+# --- registries, presets and the library entry point -------------------------------------------------------------
+def test_list_json_names_the_registries_and_the_presets():
+    result = invoke("list", "--json")
+    assert_ok(result)
+    payload = json.loads(result.out)
+    assert set(payload) == {"models", "datasets", "schemes", "probes", "presets"}
+    assert payload["models"] == registry.MODELS.names() and {"resnet20", "resnet56"} <= set(payload["models"])
+    assert payload["datasets"] == registry.DATASETS.names() and {"synthetic", "digits"} <= set(payload["datasets"])
+    assert payload["schemes"] == registry.SCHEMES.names()
+    assert {"ordinal", "independent", "overlap", "transitionary"} <= set(payload["schemes"])
+    assert payload["probes"] == registry.PROBES.names() and "sharing" in payload["probes"]
+    assert payload["presets"] == preset_names() and "cifar10-resnet20" in payload["presets"]
+    text = invoke("list")
+    assert_ok(text)
+    for name in ("resnet20", "synthetic", "transitionary", "sharing", "cifar10-resnet20"):
+        assert name in text.out, name
+
+
+# The cifar10-resnet20 preset made tiny: synthetic data, two candidates per stage, small batches, one epoch.
+PRESET_TINY = [
+    "data.name=synthetic", "model.granularity=stage", "model.widths=[4,8]", "data.batch_size=64",
+    "data.reward_batch_size=32", "data.eval_batch_size=128", "data.calibration_images=64", "data.eval_images=64",
+    "probes.probe_batch=32", "probes.align_archs=2", "search.prob_samples=4", "search.epochs=1",
+    "search.warmup_epochs=0", "search.eval_every=1", "search.eval_archs=2", "search.beam_top=2",
+]
+
+
+def test_search_from_a_preset_name_through_the_cli(tmp_path):
+    result = invoke("run-search", "--config", "cifar10-resnet20", "--out", tmp_path, "--name", "p",
+                    *_sets(*PRESET_TINY))
+    assert_ok(result)
+    run = tmp_path / "p"
+    assert f"run directory: {run}" in result.out
+    payload = json.loads((run / "config.json").read_text())
+    assert payload["format"] == 2
+    expected = apply_overrides(load_toml("cifar10-resnet20"), PRESET_TINY)
+    assert payload["config"] == to_dict(expected)
+    # what the preset sets and the overrides do not touch is the preset's
+    assert payload["config"]["search"]["lr_milestones"] == [300, 450]
+    assert payload["config"]["search"]["weight_decay"] == 2e-4
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["steps_per_epoch"] == 256 // 64
+    beams = sharing_lab.read_table(run, "archs").query("source == 'beam'")
+    assert len(beams) == 2
+    assert all(set(map(int, widths.split(","))) <= {4, 8} for widths in beams["widths"])
+    check_exported_forward(run / "arch.json")
+
+
+def test_run_search_library_entry_point(tmp_path):
+    logged: list[str] = []
+    run = sharing_lab.run_search(None, out=tmp_path, name="x", overrides=[*TINY, *ONE_EPOCH], log=logged.append)
+    assert run == tmp_path / "x"
+    assert logged  # progress went through ``log``
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["run"] == "x" and summary["epochs"] == 1
+    assert summary["steps_per_epoch"] == 256 // 64 == summary["steps"]
+    payload = json.loads((run / "config.json").read_text())
+    assert payload["format"] == 2 and "code_revision" in payload
+    assert payload["config"] == to_dict(apply_overrides(Config(), [*TINY, *ONE_EPOCH]))
+    scalars = sharing_lab.read_table(run, "scalars")
+    steps = scalars.query("name == 'steps_per_epoch'")
+    assert steps["value"].tolist() == [256 // 64] and steps["epoch"].tolist() == [0]  # one row per epoch
+    assert (run / "arch.json").is_file()
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------

@@ -8,17 +8,11 @@ import pytest
 import torch
 
 import sharing_lab
-from sharing_lab import sharing
-from sharing_lab.sharing import (
-    SharingScheme,
-    Transforms,
-    get_scheme,
-    phi,
-    phi_code,
-    random_semi_orthogonal,
-    register_scheme,
-    transition_step,
-)
+from sharing_lab import schemes, sharing
+from sharing_lab.errors import InputError
+from sharing_lab.registry import SCHEMES, register_scheme
+from sharing_lab.schemes import SharingScheme, Transforms, get_scheme
+from sharing_lab.sharing import phi, phi_code, random_semi_orthogonal, transition_step
 
 WIDTHS = (4, 8, 12, 16)
 META = 40  # Σ widths: every built-in scheme fits
@@ -149,14 +143,14 @@ def test_overlap_name_and_required_meta_width():
 def test_transitionary_is_a_noisy_unit_norm_ordinal_start():
     scheme = get_scheme("transitionary")
     assert scheme.transition
-    assert scheme.sigma == pytest.approx(sharing.DEFAULT_SIGMA)
+    assert scheme.sigma == pytest.approx(schemes.DEFAULT_SIGMA)
     transforms = scheme.make(WIDTHS, META, torch.Generator().manual_seed(0))
     assert transforms.offsets is None  # noise was added: no zero-copy slicing
     for matrix, width in zip(transforms.matrices, WIDTHS):
         torch.testing.assert_close(matrix.norm(dim=0), torch.ones(width), rtol=0, atol=1e-6)
         exact = _identity_slice(META, 0, width)
         assert not torch.equal(matrix, exact)
-        assert (matrix - exact).abs().max() < 20 * sharing.DEFAULT_SIGMA
+        assert (matrix - exact).abs().max() < 20 * schemes.DEFAULT_SIGMA
 
 
 def test_transitionary_noise_is_seeded_and_sigma_is_parsed():
@@ -174,10 +168,19 @@ def test_transitionary_noise_is_seeded_and_sigma_is_parsed():
     assert loud_gap > 5 * quiet_gap
 
 
-def test_offsets_none_exactly_when_noise_is_added():
-    for spec in ("ordinal", "independent", "overlap:0.5"):
-        assert get_scheme(spec).make(WIDTHS, META).offsets is not None
-    assert get_scheme("transitionary").make(WIDTHS, META).offsets is None
+def _spec(name: str) -> str:
+    """A registered scheme name as a spec (``overlap`` needs its α)."""
+    return "overlap:0.5" if name == "overlap" else name
+
+
+@pytest.mark.parametrize("name", SCHEMES.names())
+def test_offsets_none_exactly_when_noise_is_added(name):
+    scheme = get_scheme(_spec(name))
+    transforms = scheme.make(WIDTHS, META, torch.Generator().manual_seed(0))
+    assert (transforms.offsets is None) == (scheme.sigma > 0)
+
+
+def test_a_noisy_exact_scheme_has_no_offsets():
     noisy_independent = SharingScheme("noisy-independent", overlap=0.0, sigma=1e-3)
     assert noisy_independent.make(WIDTHS, META).offsets is None
 
@@ -201,17 +204,17 @@ def test_offsets_none_exactly_when_noise_is_added():
         "transitionary:abc",
     ],
 )
-def test_bad_scheme_specs_raise_value_error(spec):
-    with pytest.raises(ValueError):
+def test_bad_scheme_specs_raise_input_error(spec):
+    with pytest.raises(InputError):
         get_scheme(spec)
 
 
 def test_independent_needs_meta_at_least_the_sum_of_widths():
     scheme = get_scheme("independent")
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         scheme.make(WIDTHS, META - 1)
     assert scheme.make(WIDTHS, META).offsets == (0, 4, 12, 24)
-    with pytest.raises(ValueError):
+    with pytest.raises(InputError):
         get_scheme("ordinal").make(WIDTHS, max(WIDTHS) - 1)
 
 
@@ -224,16 +227,17 @@ def test_registered_scheme_is_found_by_get_scheme():
         seen_arguments.append(argument)
         return SharingScheme(name, overlap=0.75 if argument is None else float(argument))
 
+    assert sharing_lab.register_scheme is register_scheme
     try:
-        assert name in sharing.scheme_names()
+        assert name in schemes.scheme_names()
         scheme = get_scheme(name)
         assert scheme.name == name
         assert scheme.make(WIDTHS, META).offsets == (0, 1, 3, 6)
         assert get_scheme(f"{name}:0").make(WIDTHS, META).offsets == (0, 4, 12, 24)
         assert seen_arguments == [None, "0"]
     finally:
-        sharing._SCHEMES.pop(name, None)
-    with pytest.raises(ValueError):
+        SCHEMES._items.pop(name, None)  # unregister
+    with pytest.raises(InputError):
         get_scheme(name)
 
 
@@ -253,7 +257,7 @@ def test_registered_subclass_scheme_with_custom_make():
         for matrix, width in zip(transforms.matrices, WIDTHS):
             torch.testing.assert_close(matrix.T @ matrix, torch.eye(width), rtol=0, atol=1e-5)
     finally:
-        sharing._SCHEMES.pop(name, None)
+        SCHEMES._items.pop(name, None)  # unregister
 
 
 # --- transition (Eq. 5) -----------------------------------------------------------------------------------

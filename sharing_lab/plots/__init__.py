@@ -17,7 +17,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from . import fig3, fig4, fig5, fig6, fig7, fig8, rank, theorem
+from . import fig3, fig4, fig5, fig6, fig7, fig8, gt, rank, theorem
 from .runs import MissingRuns, Run, RunSet, find_run_dirs
 from .style import save
 
@@ -30,6 +30,7 @@ FIGURES: dict[str, Callable[[RunSet], Figure]] = {
     "fig8": fig8.figure,
     "theorem": theorem.figure,
     "rank": rank.figure,
+    "gt": gt.figure,
 }
 
 

@@ -11,23 +11,23 @@ from matplotlib.axes import Axes
 from scipy import stats
 
 from .runs import RunSet
-from .style import PHI_LABEL, mark_warmup, merged_legend, scheme_color, scheme_label
+from .style import PHI_LABEL, mark_warmup, merged_legend, ordered, scheme_color, scheme_label
 
 LEVEL = 0.95
 BOUNDS = {"cos_align": (-1.0, 1.0), "coupled_norm": (0.0, float("inf"))}
 
 
 def with_epoch_axis(frame: pd.DataFrame, runset: RunSet) -> pd.DataFrame:
-    """Add ``x``: epochs completed at the record's step (step / steps per epoch; epoch + 1 as a fallback)."""
+    """Add ``x``: epochs completed at the record's step (step / the run's recorded steps per epoch;
+    :class:`~.runs.MissingRuns` for a run that did not record them)."""
     if frame.empty:
         return frame.assign(x=pd.Series(dtype=float))
     frame = frame.copy()
-    frame["x"] = (frame["epoch"] + 1).astype(float)
+    frame["x"] = np.nan
     for run_id in frame["id"].unique():
         per_epoch = runset.run(int(run_id)).steps_per_epoch()
-        if per_epoch:
-            mask = frame["id"] == run_id
-            frame.loc[mask, "x"] = (frame.loc[mask, "step"] / per_epoch).round(6)
+        mask = frame["id"] == run_id
+        frame.loc[mask, "x"] = (frame.loc[mask, "step"].astype(float) / per_epoch).round(6)
     return frame
 
 
@@ -37,8 +37,6 @@ def scalars(runset: RunSet, names: Sequence[str]) -> pd.DataFrame:
     if table.empty:
         return with_epoch_axis(table, runset)
     rows = table[table["name"].isin(list(names))]
-    if "arch" in rows:  # retraining curves carry their architecture; the search's do not
-        rows = rows[rows["arch"].isna()]
     rows = rows[np.isfinite(rows["value"].astype(float))]
     return with_epoch_axis(rows, runset)
 
@@ -85,10 +83,11 @@ def warmup_epochs(runs: RunSet) -> list[float]:
 
 
 def trend_panel(ax: Axes, groups: dict[str, RunSet], metric: str, ylabel: str, title: str) -> Axes:
-    """``metric`` (a network-level probe scalar) per scheme along the search, mean with interval over seeds,
-    and Φ of the transitionary runs on a twin log axis; the warm-up end marked. Returns the twin axis."""
-    for family, runs in groups.items():
-        rows = scalars(runs, [metric])
+    """``metric`` (a network-level probe scalar) per scheme (in :func:`~.style.scheme_order`) along the search,
+    mean with interval over seeds, and Φ of the transitionary runs on a twin log axis; the warm-up end marked.
+    Returns the twin axis."""
+    for family in ordered(groups):
+        rows = scalars(groups[family], [metric])
         summary = mean_interval(rows, "x")
         draw_band(ax, summary, "x", scheme_color(family), scheme_label(family).split(" ")[0], marker="o",
                   markersize=3, clip=BOUNDS.get(metric))
@@ -131,32 +130,34 @@ def share_y(axes: Sequence[Axes]) -> None:
 
 
 def retrained(runset: RunSet) -> pd.DataFrame:
-    """Architectures retrained from scratch (``archs`` rows with source=retrain), one per run and widths (the
-    latest), with the supernet's view of the same architecture from the run's beam rows (``beam_acc``,
-    ``beam_rank``) and ``order``: the beam rank (else the row's own rank), ties broken by log-likelihood."""
+    """Architectures retrained from scratch (table ``retrain``), one per run and widths (the latest), with the
+    supernet's view of the same architecture from the run's beam rows in ``archs`` (``beam_acc``, ``beam_rank``)
+    and ``order``: the beam rank (else the row's own rank), ties broken by log-likelihood (likeliest first)."""
+    rows = runset.table("retrain")
+    columns = [*rows.columns, "beam_acc", "beam_rank", "beam_log_prob", "order"]
+    if rows.empty:
+        return pd.DataFrame(columns=list(dict.fromkeys(columns)))
+    rows = rows.drop_duplicates(["id", "widths"], keep="last")
     archs = runset.table("archs")
-    columns = ["id", "family", "scheme", "flops_target", "widths", "acc", "test_acc", "order", "beam_acc"]
-    if archs.empty:
-        return pd.DataFrame(columns=columns)
-    for column in ("rank", "test_acc"):
-        if column not in archs:
-            archs[column] = np.nan
-    rows = archs[archs["source"] == "retrain"].drop_duplicates(["id", "widths"], keep="last")
-    beams = archs[archs["source"] == "beam"].drop_duplicates(["id", "widths"], keep="last")
-    beams = beams[["id", "widths", "acc", "rank", "log_prob"]].rename(
-        columns={"acc": "beam_acc", "rank": "beam_rank", "log_prob": "beam_log_prob"})
+    beams = archs[archs["source"] == "beam"] if not archs.empty else archs
+    if "rank" not in beams:
+        beams = beams.assign(rank=np.nan)
+    beams = beams.drop_duplicates(["id", "widths"], keep="last")[["id", "widths", "acc", "rank", "log_prob"]]
+    beams = beams.rename(columns={"acc": "beam_acc", "rank": "beam_rank", "log_prob": "beam_log_prob"})
+    beams = beams.astype({"id": rows["id"].dtype, "beam_acc": float, "beam_rank": float, "beam_log_prob": float})
     rows = rows.merge(beams, on=["id", "widths"], how="left")
-    rows["order_rank"] = pd.to_numeric(rows["beam_rank"], errors="coerce").fillna(
-        pd.to_numeric(rows["rank"], errors="coerce"))
-    likelihood = rows["log_prob"].fillna(rows["beam_log_prob"])
-    rows["order_likelihood"] = -likelihood.astype(float)
+    order_rank = pd.to_numeric(rows["beam_rank"], errors="coerce").fillna(pd.to_numeric(rows["rank"],
+                                                                                         errors="coerce"))
+    likelihood = pd.to_numeric(rows["log_prob"], errors="coerce").fillna(rows["beam_log_prob"])
+    rows = rows.assign(order_rank=order_rank, order_likelihood=-likelihood.astype(float))
     rows = rows.sort_values(["id", "order_rank", "order_likelihood"], na_position="last")
     rows["order"] = rows.groupby("id").cumcount()
-    return rows.reset_index(drop=True)
+    return rows.drop(columns=["order_rank", "order_likelihood"]).reset_index(drop=True)
 
 
 def accuracy_column(rows: pd.DataFrame) -> tuple[str, str]:
-    """Test accuracy where every row has it, else validation accuracy: (column, axis label)."""
+    """Test accuracy where every row has it, else validation accuracy: (column of the ``retrain`` table, axis
+    label)."""
     if not rows.empty and rows["test_acc"].notna().all():
         return "test_acc", "test accuracy (%)"
-    return "acc", "validation accuracy (%)"
+    return "val_acc", "validation accuracy (%)"

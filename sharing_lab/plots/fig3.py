@@ -12,7 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .runs import MissingRuns, RunSet
-from .style import PHI_LABEL, new_figure, scheme_color, scheme_label, with_theme
+from .style import PHI_LABEL, new_figure, ordered, scheme_color, scheme_label, with_theme
 
 METRICS = (("cos_align", "mean gradient alignment cos(g, g̃)", "Φ vs gradient alignment"),
            ("coupled_norm", r"coupled-gradient norm $\|\cdot\|_F$", "Φ vs coupled gradient"))
@@ -24,8 +24,6 @@ def probe_points(runset: RunSet) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=["id", "scheme", "family", "model", "data", "step", "epoch", "phi", "cos_align",
                                      "coupled_norm"])
-    if "arch" in table:
-        table = table[table["arch"].isna()]
     wanted = table[table["name"].isin(["phi", "cos_align", "coupled_norm"])]
     wide = wanted.pivot_table(index=["id", "step"], columns="name", values="value", aggfunc="last").reset_index()
     for column in ("phi", "cos_align", "coupled_norm"):
@@ -52,7 +50,7 @@ def figure(runset: RunSet) -> Figure:
         model, data = points.groupby(["model", "data"]).size().idxmax()
         points = points[(points["model"] == model) & (points["data"] == data)]
     fig, axes = new_figure(2)
-    order = sorted(points["scheme"].unique(), key=_scheme_order)
+    order = ordered(points["scheme"])
     for ax, (metric, ylabel, title) in zip(axes, METRICS):
         for scheme in order:
             rows = points[(points["scheme"] == scheme) & points[metric].notna()]
@@ -72,8 +70,8 @@ def figure(runset: RunSet) -> Figure:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             entries.setdefault(label, handle)
-    ordered = [scheme_label(s) for s in order if scheme_label(s) in entries]
-    legend = fig.legend([entries[label] for label in ordered], ordered, loc="outside right center",
+    labels = [scheme_label(s) for s in order if scheme_label(s) in entries]
+    legend = fig.legend([entries[label] for label in labels], labels, loc="outside right center",
                         title="scheme\n(APS-T: lighter =\nearlier snapshot)", title_fontsize=7)
     for handle, text in zip(legend.legend_handles, legend.get_texts()):
         scheme = next((s for s in order if scheme_label(s) == text.get_text()), None)
@@ -83,16 +81,6 @@ def figure(runset: RunSet) -> Figure:
     fig.suptitle(f"Sharing level against gradient coupling, {model} on {data} (one point per run and probe step)",
                  fontsize=9)
     return fig
-
-
-def _scheme_order(scheme: str) -> tuple:
-    family, _, argument = scheme.partition(":")
-    rank = {"independent": 0, "overlap": 1, "ordinal": 2, "transitionary": 3}.get(family, 4)
-    try:
-        value = float(argument)
-    except ValueError:
-        value = 0.0
-    return rank, value, scheme
 
 
 def _blend(color, weight: float):

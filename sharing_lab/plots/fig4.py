@@ -1,8 +1,9 @@
 """Figure 4: accuracy curves of APS-O, APS-I and APS-T, and gradient alignment with Φ of APS-T.
 
-Panels 1–3: training accuracy per epoch, mean and max validation accuracy of the architectures sampled at each
-evaluation; mean over seeds with a 95% t-interval where several seeds exist; warm-up end marked. Panel 4: mean
-gradient alignment cos(g, g̃) of O, I, T along the search, Φ of T on a twin log axis.
+Panels 1–3 (one per scheme, in :func:`~.style.scheme_order`: I, O, T): training accuracy per epoch, mean and
+max validation accuracy of the architectures sampled at each evaluation; mean over seeds with a 95% t-interval
+where several seeds exist; warm-up end marked. Panel 4: mean gradient alignment cos(g, g̃) of O, I, T along the
+search, Φ of T on a twin log axis.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from matplotlib.figure import Figure
 
 from .common import draw_band, mean_interval, scalars, seeds_note, share_y, trend_panel, warmup_epochs
 from .runs import O_I_T, RunSet, comparison_runs
-from .style import METRIC_COLORS, empty_panel, mark_warmup, new_figure, scheme_label, with_theme
+from .style import METRIC_COLORS, empty_panel, mark_warmup, new_figure, ordered, scheme_label, with_theme
 
 CURVES = (("train_acc", "training", {"linewidth": 1.2}),
           ("val_acc_mean", "val mean (sampled)", {"marker": "o", "markersize": 3.5, "linestyle": "--"}),
@@ -38,7 +39,7 @@ def accuracy_panel(ax: Axes, runs: RunSet, title: str, legend: bool = True) -> N
 def figure(runset: RunSet) -> Figure:
     groups = comparison_runs(runset, "fig4", O_I_T)
     fig, axes = new_figure(4)
-    for index, (ax, family) in enumerate(zip(axes, O_I_T)):
+    for index, (ax, family) in enumerate(zip(axes, ordered(O_I_T))):
         accuracy_panel(ax, groups[family], _title(family, groups[family]), legend=index == 0)
     share_y(axes[:3])
     trend_panel(axes[3], groups, "cos_align", "mean gradient alignment cos(g, g̃)",

@@ -1,9 +1,9 @@
 """Figure 5: controller decision probabilities per layer over the last epochs, and coupled-gradient norm.
 
-Panels 1–3 (O, I, T): for each decision (layer) and candidate width, the probability the controller gives it,
-averaged over the records of the last quarter of the epochs (after warm-up) and over seeds, with a 95%
-t-interval (lines join the layers, as in the paper). Panel 4: the coupled-gradient norm of O, I, T along the
-search, Φ of T on a twin log axis.
+Panels 1–3 (one per scheme, in :func:`~.style.scheme_order`: I, O, T): for each decision (layer) and candidate
+width, the probability the controller gives it, averaged over the records of the last quarter of the epochs
+(after warm-up) and over seeds, with a 95% t-interval (lines join the layers, as in the paper). Panel 4: the
+coupled-gradient norm of O, I, T along the search, Φ of T on a twin log axis.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .common import draw_band, mean_interval, seeds_note, trend_panel
 from .runs import O_I_T, RunSet, comparison_runs
-from .style import empty_panel, new_figure, scheme_label, sequence_colors, with_theme
+from .style import empty_panel, new_figure, ordered, scheme_label, sequence_colors, with_theme
 
 LAST_FRACTION = 0.25
 
@@ -65,7 +65,7 @@ def probability_panel(ax: Axes, runs: RunSet, title: str) -> None:
 def figure(runset: RunSet) -> Figure:
     groups = comparison_runs(runset, "fig5", O_I_T)
     fig, axes = new_figure(4)
-    for ax, family in zip(axes, O_I_T):
+    for ax, family in zip(axes, ordered(O_I_T)):
         label = scheme_label(family).split(" ")[0]
         if family == "transitionary":
             label += " τ=" + "/".join(f"{t:g}" for t in sorted(set(groups[family].meta["tau"])))

@@ -1,8 +1,9 @@
 """Figure 8: accuracy of the top-N likely architectures retrained from scratch, for O, I, T.
 
-For each run, the retrained architectures (``archs`` rows with source=retrain) are ordered by their beam rank
-(likeliest first); for N = 1 … the number retrained, the mean ± standard deviation (over the N models, ddof 0,
-pooled over seeds) of the first N accuracies. Left: searches without a FLOPs target; right: with one.
+For each run, the retrained architectures (table ``retrain``) are ordered by their beam rank (likeliest
+first); for N = 1 … the number retrained, the mean ± standard deviation (over the N models, ddof 0, pooled over
+seeds) of the first N accuracies. Left: searches without a FLOPs target; right: with one. Schemes in
+:func:`~.style.scheme_order`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from .common import accuracy_column, retrained, share_y
 from .runs import O_I_T, SETTING, MissingRuns, RunSet, largest, most_common_tau
-from .style import empty_panel, new_figure, scheme_color, scheme_label, with_theme
+from .style import empty_panel, new_figure, ordered, scheme_color, scheme_label, with_theme
 
 
 def top_n(rows: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -30,7 +31,7 @@ def top_n(rows: pd.DataFrame, column: str) -> pd.DataFrame:
 def _panel(ax: Axes, rows: pd.DataFrame, column: str, ylabel: str, title: str) -> None:
     if rows.empty:
         empty_panel(ax, "no retrained architectures\nfrom these searches")
-    present = [family for family in O_I_T if (rows["family"] == family).any()]
+    present = ordered(family for family in O_I_T if (rows["family"] == family).any())
     for index, family in enumerate(present):
         part = rows[rows["family"] == family]
         curve = top_n(part, column)

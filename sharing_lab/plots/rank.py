@@ -1,9 +1,11 @@
 """Ranking quality: does the supernet rank architectures as training them from scratch does?
 
-For the architectures retrained from scratch (``archs`` source=retrain) whose supernet accuracy is known (the
-beam row of the same run with the same widths), Kendall τ-b and Spearman ρ between the supernet's accuracy and
-the retrained accuracy, per scheme (pooled over that scheme's runs), with 95% percentile-bootstrap intervals
-(resampling architectures, seeded). One scatter panel per scheme, n stated.
+On a space with a ground truth (runs with a ``space`` table): at each run's last whole-space evaluation, the
+supernet's validation accuracy of *every* architecture against its ground-truth test accuracy (mean over the
+table's seeds); per scheme the mean Kendall τ-b and Spearman ρ over the runs (seeds) with a 95% t-interval,
+n = the architectures of the space. Otherwise: the architectures retrained from scratch (table ``retrain``)
+whose supernet accuracy is known (the beam row of the same run), pooled per scheme, with 95%
+percentile-bootstrap intervals (resampling architectures, seeded). One scatter panel per scheme, n stated.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from scipy import stats
 
 from .common import accuracy_column, retrained
 from .runs import MissingRuns, RunSet
-from .style import new_figure, scheme_color, scheme_label, with_theme
+from .style import new_figure, ordered, scheme_color, scheme_label, with_theme
 
 MIN_PAIRS = 3
 RESAMPLES = 1000
@@ -69,11 +71,67 @@ def pairs(runset: RunSet) -> pd.DataFrame:
     return rows.assign(y=rows[column].astype(float), x=rows["beam_acc"].astype(float)).dropna(subset=["x", "y"])
 
 
+def truth_pairs(runset: RunSet) -> pd.DataFrame:
+    """Per search run on a space with a ground truth: its last whole-space evaluation, one row per
+    architecture with the supernet's accuracy ``x`` and the ground truth's mean test accuracy ``y``."""
+    from ..groundtruth import groundtruth, space_for, summarise
+
+    frames = []
+    for run in runset.select(kind="search"):
+        space = run.table("space")
+        truth_space = space_for(run.config)
+        if space.empty or truth_space is None:
+            continue
+        last = space[space["step"] == space["step"].max()]
+        truth = summarise(groundtruth(truth_space)).set_index("widths")["test_acc"]
+        frames.append(pd.DataFrame({"id": run.id, "scheme": run.family, "widths": last["widths"],
+                                    "x": last["supernet_acc"].astype(float),
+                                    "y": last["widths"].map(truth).astype(float)}).dropna())
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "scheme", "x", "y"])
+
+
+def _seed_interval(values: np.ndarray) -> tuple[float, float, float]:
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+@with_theme
+def truth_figure(data: pd.DataFrame) -> Figure:
+    schemes = ordered(set(data["scheme"]))
+    fig, axes = new_figure(len(schemes), ncols=3)
+    for ax, scheme in zip(axes, schemes):
+        part = data[data["scheme"] == scheme]
+        per_run = part.groupby("id").apply(lambda g: pd.Series(
+            {"kendall": stats.kendalltau(g["x"], g["y"]).statistic,
+             "spearman": stats.spearmanr(g["x"], g["y"]).statistic}), include_groups=False)
+        tau, rho = _seed_interval(per_run["kendall"].to_numpy()), _seed_interval(per_run["spearman"].to_numpy())
+        ax.scatter(part["x"] * 100, part["y"] * 100, s=12, alpha=0.6, color=scheme_color(scheme),
+                   edgecolors="white", linewidths=0.3)
+        n_arch, n_runs = int(part.groupby("id").size().max()), len(per_run)
+        text = (f"n = {n_arch} architectures x {n_runs} seed{'s' if n_runs > 1 else ''}\n"
+                f"Kendall τ-b = {tau[0]:.2f} [{tau[1]:.2f}, {tau[2]:.2f}]\n"
+                f"Spearman ρ = {rho[0]:.2f} [{rho[1]:.2f}, {rho[2]:.2f}]")
+        ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", ha="left", fontsize=7,
+                bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})
+        ax.set(xlabel="supernet accuracy, end of search (%)", ylabel="ground-truth test accuracy (%)",
+               title=scheme_label(scheme))
+        _pad(ax)
+    fig.suptitle("Ranking of the whole space against the ground truth (mean over seeds, 95% t-interval)",
+                 fontsize=9)
+    return fig
+
+
 @with_theme
 def figure(runset: RunSet) -> Figure:
+    truth = truth_pairs(runset)
+    if not truth.empty:
+        return truth_figure(truth)
     data = pairs(runset)
     counts = data.groupby("scheme").size()
-    schemes = sorted((s for s, n in counts.items() if n >= MIN_PAIRS), key=_order)
+    schemes = ordered(s for s, n in counts.items() if n >= MIN_PAIRS)
     if not schemes:
         found = ", ".join(f"{s}: {n}" for s, n in counts.items()) or "none"
         raise MissingRuns(f"rank needs search runs with at least {MIN_PAIRS} beam architectures retrained from "
@@ -97,11 +155,6 @@ def figure(runset: RunSet) -> Figure:
         _pad(ax)
     fig.suptitle("Ranking quality: supernet vs stand-alone accuracy (95% bootstrap CI)", fontsize=9)
     return fig
-
-
-def _order(scheme: str) -> tuple:
-    family = scheme.partition(":")[0]
-    return {"ordinal": 0, "independent": 1, "transitionary": 2}.get(family, 3), scheme
 
 
 def _pad(ax) -> None:

@@ -17,7 +17,7 @@ import pandas as pd
 from ..errors import InputError
 from ..records import SCHEMAS, read_table
 from ..rundir import CONFIG, read_config
-from ..sharing import get_scheme
+from ..schemes import get_scheme
 
 O_I_T = ("ordinal", "independent", "transitionary")
 META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau", "flops_target", "seed", "model",
@@ -88,14 +88,17 @@ class Run:
             self._tables[name] = frame
         return self._tables[name]
 
-    def steps_per_epoch(self) -> float | None:
-        """Training steps per epoch, read off the per-epoch scalars (step = (epoch + 1) × steps per epoch)."""
+    def steps_per_epoch(self) -> float:
+        """Training steps per epoch as the search recorded it (the first ``steps_per_epoch`` scalar), or
+        :class:`MissingRuns` for a run whose records lack it."""
         scalars = self.table("scalars")
-        rows = scalars[scalars["name"] == "train_acc"]
-        if rows.empty:
-            return None
-        ratio = rows["step"] / (rows["epoch"] + 1)
-        return float(ratio.median()) if float(ratio.median()) > 0 else None
+        values = scalars.loc[scalars["name"] == "steps_per_epoch", "value"].dropna() if not scalars.empty else []
+        if len(values) == 0 or not float(values.iloc[0]) > 0:
+            found = "none" if len(values) == 0 else f"{float(values.iloc[0]):g}"
+            raise MissingRuns(f"run {self.name!r} ({self.path}) has no positive scalar 'steps_per_epoch' in its "
+                              f"records (found: {found}); the figures need it to put steps on an epoch axis: "
+                              "record the run again with a sharing-lab that writes it")
+        return float(values.iloc[0])
 
     def meta(self) -> dict:
         search, sharing = self.config.search, self.config.sharing

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
@@ -82,6 +82,26 @@ def scheme_color(scheme: str):
             alpha = 0.5
         return mpl.colormaps["RdPu"](0.35 + 0.6 * min(max(alpha, 0.0), 1.0))
     return _OTHER[(sum(map(ord, scheme)) % 6) + 4]
+
+
+SCHEME_RANKS = {"independent": 0, "overlap": 1, "ordinal": 2, "transitionary": 3}
+
+
+def scheme_order(scheme: str) -> tuple:
+    """Sort key of a scheme (or family) shared by every figure: by sharing level, independent (Φ minimum),
+    overlap by ascending α, ordinal (Φ maximum), then transitionary (which moves from ordinal towards
+    independent), then any other scheme by name."""
+    family, _, argument = scheme.partition(":")
+    try:
+        value = float(argument)
+    except ValueError:
+        value = 0.0
+    return SCHEME_RANKS.get(family, len(SCHEME_RANKS)), value, scheme
+
+
+def ordered(schemes: Iterable[str]) -> list[str]:
+    """``schemes`` (distinct) in :func:`scheme_order`."""
+    return sorted(set(schemes), key=scheme_order)
 
 
 def scheme_label(scheme: str) -> str:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..sharing import get_scheme, phi
+from ..schemes import get_scheme
+from ..sharing import phi
 from ..theorem import run_checks
 from .runs import RunSet
 from .style import PHI_LABEL, new_figure, scheme_color, with_theme

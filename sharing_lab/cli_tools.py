@@ -1,0 +1,254 @@
+"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, recipe, bench); the run
+commands are in :mod:`sharing_lab.cli`, which adds these to its group."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .console import fail, log
+from .errors import InputError
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def list_command(as_json) -> None:
+    """What is registered: models, datasets, sharing schemes, probes, and the shipped presets."""
+    from .config import preset_names
+    from .registry import DATASETS, MODELS, PROBES, SCHEMES
+
+    table = {"models": MODELS, "datasets": DATASETS, "schemes": SCHEMES, "probes": PROBES}
+    if as_json:
+        payload = {kind: registry.names() for kind, registry in table.items()}
+        click.echo(json.dumps({**payload, "presets": preset_names()}))
+        return
+    for kind, registry in table.items():
+        click.echo(f"{kind}:")
+        for name, doc in registry.describe():
+            click.echo(f"  {name:<16} {doc}")
+    click.echo("presets (--config NAME):")
+    for name in preset_names():
+        click.echo(f"  {name}")
+
+
+def _parse_widths(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise InputError(f"--widths must be comma-separated integers, got {text!r}") from None
+
+
+@click.command()
+@click.argument("model")
+@click.option("--widths", help="One width per decision, comma-separated (default: the base model).")
+@click.option("--granularity", help="Decision granularity: conv, block, stage or residual (default per model).")
+@click.option("--candidates", help="Candidate widths of every decision, comma-separated (CIFAR convention).")
+@click.option("--image-size", type=int, help="Input resolution (default 32 for CIFAR models, 224 for ImageNet).")
+@click.option("--num-classes", type=int, help="Classifier outputs (default 10 / 1000).")
+@click.option("--in-channels", type=int, default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def flops(model, widths, granularity, candidates, image_size, num_classes, in_channels, as_json) -> None:
+    """MACs (FLOPs = 2 × MACs) and parameters of MODEL or of a width configuration of it.
+
+    MACs count every convolution, the 1×1 projection shortcuts and the classifier.
+    """
+    from .flops import count
+    from .layout import build_layout
+
+    layout = build_layout(
+        model, granularity, _parse_widths(candidates), num_classes=num_classes, in_channels=in_channels,
+        image_size=image_size,
+    )
+    chosen = _parse_widths(widths)
+    if chosen is None:
+        chosen = list(layout.base_widths())
+    layout.check_widths(chosen)
+    for decision, width in zip(layout.decisions, chosen):
+        if width > decision.meta_width:
+            raise InputError(
+                f"width {width} of {decision.name} is larger than its meta width {decision.meta_width}"
+            )
+    cost = count(layout, chosen)
+    result = {
+        "model": model,
+        "granularity": layout.granularity,
+        "image_size": layout.image_size,
+        "widths": chosen,
+        "macs": cost.macs,
+        "flops": cost.flops,
+        "params": cost.params,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{model} at {layout.image_size}x{layout.image_size} ({layout.granularity} granularity, "
+               f"{layout.num_decisions} decisions)")
+    click.echo(f"widths  {','.join(map(str, chosen))}")
+    click.echo(f"MACs    {cost.macs:,} ({cost.macs / 1e6:.2f}M)")
+    click.echo(f"FLOPs   {cost.flops:,} (2 x MACs)")
+    click.echo(f"params  {cost.params:,} ({cost.params / 1e6:.3f}M)")
+
+
+@click.command()
+@click.option("--samples", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Monte-Carlo samples of the meta-weight per covariance check.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def theorem(samples, seed, as_json) -> None:
+    """Check Theorem 3.1 numerically; exit status 1 if a check fails."""
+    from .theorem import run_checks
+
+    report = run_checks(samples=samples, seed=seed)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        width = max(len(c["name"]) for c in report["checks"])
+        for check in report["checks"]:
+            mark = "PASS" if check["passed"] else "FAIL"
+            click.echo(f"{mark}  {check['name']:<{width}}  {check['detail']}")
+        worst = report["worst_relative_error"]
+        click.echo(f"worst relative error of the covariance checks: {worst:.2%}")
+        click.echo("Theorem 3.1 holds numerically." if report["passed"] else "Theorem 3.1 checks FAILED.")
+    if not report["passed"]:
+        sys.exit(1)
+
+
+@click.group("groundtruth")
+def groundtruth_group() -> None:
+    """Ground-truth tables of search spaces: every architecture trained from scratch."""
+
+
+@groundtruth_group.command("build")
+@click.argument("space")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+              help="Write here instead of the package's table (resumed if it exists).")
+@click.option("--limit", type=click.IntRange(min=1), help="Train at most this many new rows (a build in pieces).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Architectures trained at once (worker processes of one thread each).")
+def groundtruth_build(space, out_file, limit, jobs) -> None:
+    """Train every architecture of SPACE for every seed; resumable (finished rows are kept)."""
+    from .groundtruth import build, read_table_file, spread
+
+    path = build(space, out_file, progress=True, log=log, limit=limit, jobs=jobs)
+    rows, meta = read_table_file(path)
+    figures = spread(rows)
+    click.echo(f"{path}: {len(rows)} rows, {meta['wall_s']:.0f} s of training; best {figures['best']:.4f}, "
+               f"median {figures['median']:.4f}, gap/SE {figures['ratio']:.1f}")
+
+
+@groundtruth_group.command("show")
+@click.argument("space")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def groundtruth_show(space, as_json) -> None:
+    """The ground truth of SPACE: its spread figures and the architectures by rank."""
+    from .groundtruth import groundtruth, spread, summarise
+
+    rows = groundtruth(space)
+    figures, table = spread(rows), summarise(rows)
+    if as_json:
+        click.echo(json.dumps({"space": space, "spread": figures, "architectures": table.to_dict("records")}))
+        return
+    click.echo(f"{space}: {figures['architectures']} architectures x {figures['seeds']} seeds; best "
+               f"{figures['best']:.4f}, median {figures['median']:.4f}, gap {figures['gap']:.4f} = "
+               f"{figures['ratio']:.1f} x the mean standard error {figures['mean_se']:.4f}")
+    for row in table.itertuples():
+        click.echo(f"{row.rank:>4}  {row.widths:<12} test {row.test_acc:.4f} ± {row.test_se:.4f}  "
+                   f"val {row.val_acc:.4f}  {row.macs / 1e6:7.3f}M MACs")
+
+
+@click.command()
+@click.argument("figure")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", default="figures", show_default=True, type=click.Path(file_okay=False))
+def plot(figure, paths, out_dir) -> None:
+    """Draw FIGURE (fig3 … fig8, theorem, rank, or all) as PNG and PDF from the records of the runs in PATHS."""
+    from pathlib import Path
+
+    from .plots import FIGURES, find_run_dirs, plot_all
+    from .plots import plot as draw
+
+    if figure not in FIGURES and figure != "all":
+        raise InputError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}, all")
+    for path in paths:
+        if not Path(path).exists():
+            raise InputError(f"{path} does not exist")
+    if figure != "theorem" and not find_run_dirs([Path(p) for p in paths]):
+        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
+    if figure == "all":
+        written, skipped = plot_all([Path(p) for p in paths], Path(out_dir))
+        for path in written:
+            click.echo(f"wrote {path}")
+        for name, reason in skipped.items():
+            click.echo(f"skipped {name}: {reason}")
+        if not written:
+            raise InputError("no figure could be drawn from the given runs")
+        return
+    for path in draw(figure, [Path(p) for p in paths], Path(out_dir)):
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel.")
+@click.option("--threads", type=click.IntRange(min=2), default=2, show_default=True, help="Threads per run.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every run.")
+def recipe(names, scale, out, jobs, threads, overrides) -> None:
+    """Run analysis recipes (oit, overlap, tau, topn, all): the runs that feed the figures."""
+    from pathlib import Path
+
+    from .recipes import run_recipe
+
+    results = run_recipe(list(names), scale, Path(out), jobs, list(overrides), threads, log)
+    failed = [name for name, status in results.items() if status != 0]
+    click.echo(f"{len(results) - len(failed)} of {len(results)} runs finished in {out}")
+    if failed:
+        fail(f"runs failed: {', '.join(failed)} (see {out}/<name>.log)", 1)
+    click.echo(f"plot them: sharing-lab plot all {out} --out figures")
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--repeats", type=click.IntRange(min=3), default=20, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--memory-format", type=click.Choice(["auto", "contiguous", "channels_last"]), default="auto",
+              show_default=True, help="auto: channels_last on CUDA.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def bench(device, repeats, batch, precision, memory_format, as_json) -> None:
+    """Measure the APS step against a plain network, the Φ update, probe overhead and throughput."""
+    import tempfile
+    from pathlib import Path
+
+    from .bench import probe_overhead, run_benchmarks
+    from .runtime import resolve_device
+
+    resolved = resolve_device(device)
+    with tempfile.TemporaryDirectory() as scratch:
+        probes = probe_overhead(resolved, Path(scratch))
+    report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"], precision, memory_format)
+    report["probe_detail"] = probes
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads, "
+               f"{report['precision']}, {report['memory_format']}), ResNet-20 32x32 batch {batch}, random "
+               "architectures")
+    click.echo(f"APS step (slicing, ordinal)    {report['aps_step_ms']:8.1f} ms   plain "
+               f"{report['plain_step_ms']:.1f} ms   ratio {report['step_ratio']:.3f}")
+    click.echo(f"APS step (einsum, transitionary){report['aps_step_einsum_ms']:7.1f} ms   ratio "
+               f"{report['step_ratio_einsum']:.3f}")
+    click.echo(f"Phi update (Eq. 5, all layers) {report['phi_update_ms']:8.2f} ms")
+    click.echo(f"controller step (19 decisions) {report['controller_step_ms']:8.2f} ms")
+    click.echo(f"images/s (APS step)            {report['images_per_s']:8.0f}")
+    click.echo(f"probe overhead (default search) {report['probe_overhead']:7.1%}")
+    click.echo(f"projected paper ResNet-20 search (600 epochs): {report['projected_paper_resnet20_search_h']:.1f} h")
+
+
+COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, recipe, bench)

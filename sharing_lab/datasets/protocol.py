@@ -1,0 +1,41 @@
+"""The interface every dataset follows (checked by the type checker and by a registry-wide test).
+
+Splits follow the paper's bi-level search (Section 2.1, DESIGN §3): ``train`` trains the meta-weights, ``val``
+is the held-out split for the controller's reward and for selection, ``test`` only reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol, runtime_checkable
+
+import torch
+
+SPLITS = ("train", "val", "test")
+
+
+@runtime_checkable
+class Dataset(Protocol):
+    """Three splits of labelled images; batches come out normalised float32 on the requested device."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    augment: bool
+
+    def split_size(self, split: str) -> int:
+        """Number of examples in ``split``."""
+
+    def num_batches(self, split: str, batch_size: int, drop_last: bool = True) -> int:
+        """Batches of one pass over ``split``."""
+
+    def batches(self, split: str, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True,
+                drop_last: bool = True, device: str | torch.device = "cpu", augment: bool | None = None,
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass over ``split`` as ``(x, y)``; all randomness drawn from ``generator`` when called;
+        ``shard=(rank, world_size)`` yields that rank's contiguous slice of each global batch."""
+
+    def batch(self, split: str, indices: torch.Tensor, device: str | torch.device = "cpu"
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The unaugmented, normalised examples ``indices`` of ``split`` (rewards and probes)."""

@@ -1,0 +1,260 @@
+"""The channel number search, top to bottom (paper Sections 2.1, 3.4 and 5.1; schedules in the notes).
+
+Warm-up: one uniformly sampled architecture per step trains the meta-weights, P/Q fixed. Search: the
+controller samples the architecture of each weight step and is updated by REINFORCE on a held-out batch
+(reward acc·(F/F_target)^β above the target); a moving scheme (transitionary) also takes its step on P/Q.
+Every ``eval_every`` epochs, sampled architectures are scored on the validation split, the records are flushed
+and a checkpoint is written. At the end, beam search ranks the top-N architectures and the chosen one is
+exported. The test split is only ever used for reporting.
+
+    search = open_search(config, run_dir)       # data, space, state, writer (sharing_lab.launch makes run_dir)
+    run(search)                                 # = for each epoch: train_epoch, record_epoch, probes,
+                                                #   evaluate, checkpoint; then finish
+
+On a GPU the inner loop reads nothing back from the device except the controller's reward (one wait per search
+step: REINFORCE needs it on the host); the controller runs on the CPU. Several processes (torchrun) split every
+batch between them; see :mod:`sharing_lab.distributed`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import rundir
+from .config import Config, check
+from .controller import reward
+from .data import Dataset, load_data
+from .distributed import SINGLE, Group
+from .errors import InputError
+from .evaluate import batch_statistics, calibration_batches
+from .probes import Probe, ProbeView
+from .records import NullWriter, RecordWriter
+from .report import evaluate, finish, record_epoch
+from .runtime import Runtime, resolve_device, resolve_runtime
+from .scoring import Truth, load_truth
+from .state import SearchState, build_space, build_state
+from .training import train_step
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN or infinite; the last good state was checkpointed."""
+
+
+@dataclass
+class Search:
+    """A search opened on its run directory: configuration, data, state, records and where it runs."""
+
+    config: Config
+    run_dir: Path
+    data: Dataset
+    state: SearchState
+    writer: RecordWriter
+    runtime: Runtime
+    group: Group
+    calibration: list[torch.Tensor]
+    log: Callable[[str], None] = print
+    progress: bool = False
+    truth: Truth | None = None  # the space's ground truth, when it has one (sharing_lab.groundtruth)
+
+    @property
+    def space(self):
+        return self.state.space
+
+    @property
+    def supernet(self):
+        return self.state.supernet
+
+    @property
+    def device(self) -> torch.device:
+        return self.runtime.device
+
+    @property
+    def target(self) -> float | None:
+        return self.config.search.flops_target
+
+    def flops_left(self, prefix: Sequence[int]) -> float:
+        """The controller's FLOPs input for ``prefix`` (:meth:`sharing_lab.space.SearchSpace.flops_left`)."""
+        return self.space.flops_left(prefix, self.target)
+
+    def in_search_phase(self) -> bool:
+        return self.state.epoch >= self.config.search.warmup_epochs
+
+
+def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] = print, progress: bool = False,
+                probes: list[Probe] | None = None, group: Group = SINGLE) -> Search:
+    """Load the data and build the search of ``config`` writing into ``run_dir`` (which must exist for rank 0).
+
+    ``group`` places this process in a multi-process search (its device is the group's); only rank 0 logs,
+    records and checkpoints.
+    """
+    check(config)
+    if not group.is_main:
+        log, progress = (lambda message: None), False
+    device = group.device if group.active else resolve_device(config.device)
+    data_cfg = config.data
+    group.local_size(data_cfg.batch_size, "data.batch_size")  # refuses a batch the ranks cannot split evenly
+    group.local_size(data_cfg.reward_batch_size, "data.reward_batch_size")
+    data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size, data_cfg.workers)
+    runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, data.image_size)
+    space = build_space(config, data.num_classes, data.in_channels, data.image_size)
+    state = build_state(config, space, data.num_batches("train", data_cfg.batch_size), runtime, group, probes)
+    run_dir = Path(run_dir)
+    writer = (RecordWriter if group.is_main else NullWriter)(run_dir, run_dir.name)
+    calibration = (calibration_batches(data, data_cfg.calibration_images, data_cfg.eval_batch_size, device,
+                                       runtime) if group.is_main else [])
+    return Search(config, run_dir, data, state, writer, runtime, group, calibration, log, progress,
+                  load_truth(config, space))
+
+
+# --- one epoch of training ----------------------------------------------------------------------------------
+def train_epoch(search: Search) -> dict[str, float]:
+    """One pass over the training split: a weight step per batch on this step's architecture and, in the search
+    phase, a controller step and the scheme's move of P/Q; probes at their cadence. Returns the epoch's sums."""
+    cfg, state, group = search.config, search.state, search.group
+    search_phase = search.in_search_phase()
+    sums = torch.zeros(2, dtype=torch.float64, device=search.device)  # loss × images, correct: read at the end
+    totals = {"seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0}
+    check_every_step = search.device.type == "cpu" and not group.active  # free there; a GPU would have to wait
+    batches = search.data.batches("train", cfg.data.batch_size, generator=state.generators["data"],
+                                  device=search.device, shard=(group.rank, group.world_size))
+
+    def refuse_non_finite(loss: torch.Tensor) -> None:
+        if check_every_step and not torch.isfinite(loss):
+            diverged(search, f"loss is {float(loss.detach())} at epoch {state.epoch}, step {state.step}")
+
+    state.model.train()  # evaluation switches to eval mode between epochs only
+    for x, y in batches:
+        arch, reward_arch, sample = decide(search, search_phase)
+        loss, logits = train_step(state.model, state.optimizer, x, y, search.runtime, arch, refuse_non_finite)
+        state.scheduler.step()
+        sums[0] += loss * y.numel()
+        sums[1] += (logits.argmax(1) == y).sum()
+        totals["seen"] += y.numel()
+        totals["macs"] += search.space.macs(arch)
+        totals["steps"] += 1
+        if search_phase:
+            value, entropy = controller_step(search, reward_arch, sample)
+            totals["reward"] += value
+            totals["entropy"] += entropy
+            if state.step % cfg.sharing.transition_every == 0:
+                state.supernet.transition(cfg.sharing.tau)
+        state.step += 1
+        if group.is_main:
+            for probe in state.probes:
+                if probe.due(state.step):
+                    probe.run(probe_view(search))
+    sums = group.sum(sums).cpu()
+    totals["seen"] *= group.world_size
+    totals["loss"], totals["correct"] = float(sums[0]), int(sums[1])
+    if not math.isfinite(totals["loss"]):
+        diverged(search, f"the training loss is {totals['loss']} in epoch {state.epoch}")
+    return totals
+
+
+def decide(search: Search, search_phase: bool) -> tuple[tuple[int, ...], tuple[int, ...], object]:
+    """This step's architecture, and in the search phase the controller's sample for the reward (rank 0
+    decides both and broadcasts them). Both are drawn before the weight step; the controller does not
+    change in between, so the draws are those of sampling the second one after the step."""
+    state = search.state
+    count, sample, decided = search.space.num_decisions, None, None
+    if search.group.is_main:
+        generator = state.generators["sample"]
+        if search_phase:
+            with torch.no_grad():
+                decided = state.controller.sample(search.flops_left, generator, arch_only=True).arch
+            sample = state.controller.sample(search.flops_left, generator)
+            decided = decided + sample.arch
+        else:
+            decided = search.space.sample_uniform(generator)
+    decided = search.group.broadcast_ints(decided, 2 * count if search_phase else count)
+    return decided[:count], decided[count:], sample
+
+
+def controller_step(search: Search, arch: tuple[int, ...], sample) -> tuple[float, float]:
+    """Reward of ``arch`` on a held-out batch (split over the ranks) and, on rank 0, the REINFORCE update."""
+    state, group = search.state, search.group
+    size = search.config.data.reward_batch_size
+    indices = torch.randint(search.data.split_size("val"), (size,), generator=state.generators["reward"])
+    x, y = search.data.batch("val", group.shard(indices), device=search.device)
+    with torch.no_grad(), batch_statistics(state.supernet), search.runtime.autocast():
+        correct = (state.supernet(search.runtime.input(x), arch).argmax(1) == y).sum()
+    acc = float(group.sum(correct)) / size  # the step's one wait for the device
+    if not group.is_main:
+        return 0.0, 0.0
+    value = reward(acc, search.space.macs(arch), search.target, search.config.search.reward_beta)
+    state.reinforce.update(sample, value)
+    return value, float(sample.entropy.detach())
+
+
+def probe_view(search: Search) -> ProbeView:
+    """What a probe sees now: the space, the supernet, the first training images, the writer, step, epoch."""
+    data, device, state, cfg = search.data, search.device, search.state, search.config.search
+
+    def batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return data.batch("train", torch.arange(min(n, data.split_size("train"))), device=device)
+
+    evaluating = (state.epoch + 1) % cfg.eval_every == 0 or state.epoch + 1 == cfg.epochs
+    return ProbeView(search.space, state.supernet, batch, search.writer, state.step, state.epoch, evaluating)
+
+
+def diverged(search: Search, message: str) -> None:
+    """Stop on a non-finite loss. The rows of the unfinished epoch are dropped and the last checkpoint (an
+    epoch boundary, or the initial state) is kept as the last good state: the weights are already broken."""
+    saved = rundir.load_checkpoint(search.run_dir, search.log)
+    epoch = saved["epoch"] if saved is not None else 0
+    raise TrainingDiverged(f"training diverged: {message}; the last good state (epoch {epoch}) is the checkpoint "
+                           f"in {search.run_dir} (lower search.lr before resuming)")
+
+
+# --- checkpoints and the whole run --------------------------------------------------------------------------
+def checkpoint(search: Search) -> None:
+    """Flush the records and write the checkpoint (rank 0) that resuming restarts from."""
+    search.writer.flush()
+    search.state.next_part = search.writer.next_part
+    if search.group.is_main:
+        rundir.save_checkpoint(search.run_dir, search.state.state_dict())
+
+
+def resume(search: Search) -> bool:
+    """Load the run's checkpoint if it has one and drop the records written after it; True if resumed."""
+    saved = rundir.load_checkpoint(search.run_dir, search.log)
+    if saved is not None:
+        search.state.load_state_dict(saved)
+        search.writer.next_part = search.state.next_part
+        search.log(f"resuming {search.run_dir} at epoch {search.state.epoch + 1}")
+    search.writer.truncate()
+    if saved is None and search.group.is_main:
+        rundir.save_checkpoint(search.run_dir, search.state.state_dict())  # the initial state: a last good state
+    search.group.barrier()
+    return saved is not None
+
+
+def run(search: Search, stop_requested: Callable[[], bool] = lambda: False) -> dict:
+    """Run (or resume) the search to the end, then beam search and export; returns the summary."""
+    resume(search)
+    cfg, state = search.config.search, search.state
+    epochs = tqdm(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="search",
+                  unit="epoch", disable=not search.progress)
+    for _ in epochs:
+        totals = train_epoch(search)
+        record_epoch(search, totals)
+        if search.group.is_main:
+            for probe in state.probes:
+                probe.end_of_epoch(probe_view(search))
+        last = state.epoch + 1 == cfg.epochs
+        evaluating = (state.epoch + 1) % cfg.eval_every == 0 or last
+        if evaluating:
+            evaluate(search)
+        state.epoch += 1
+        if evaluating:
+            checkpoint(search)
+        if search.group.any(stop_requested()) and not last:
+            checkpoint(search)
+            raise KeyboardInterrupt
+    return finish(search)

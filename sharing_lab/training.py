@@ -1,0 +1,30 @@
+"""One training step of a network on one batch: the search's weight step, retraining's and the benchmarks'."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .runtime import Runtime
+
+
+def train_step(model: Callable, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               runtime: Runtime, arch: Sequence[int] | None = None,
+               before_backward: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy forward (a supernet with ``arch``, or a plain network), backward and optimiser step.
+
+    ``before_backward(loss)`` may inspect the loss (e.g. refuse a non-finite one) before any weight changes.
+    Returns the detached loss and logits, on the device (nothing is read back).
+    """
+    with runtime.autocast():
+        inputs = runtime.input(x)
+        logits = model(inputs, arch) if arch is not None else model(inputs)
+        loss = F.cross_entropy(logits, y)
+    if before_backward is not None:
+        before_backward(loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
