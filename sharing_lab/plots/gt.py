@@ -1,0 +1,40 @@
+"""How close each search came to the ground truth, along the search: the supernet's ranking of the whole space
+against the ground truth (``gt_kendall``, Kendall τ-b) and the controller's probability of the best ground-truth
+architecture under the FLOPs target (``gt_top1_prob``), for O, I and T (mean and 95% t-interval over seeds)."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from .common import draw_band, mean_interval, scalars, seeds_note, warmup_epochs
+from .runs import O_I_T, MissingRuns, RunSet
+from .style import mark_warmup, new_figure, ordered, scheme_color, scheme_label, with_theme
+
+PANELS = (("gt_kendall", "Kendall τ-b, supernet vs ground truth", "ranking of the whole space"),
+          ("gt_top1_prob", "controller probability of the best architecture", "probability of the oracle"))
+
+
+@with_theme
+def figure(runset: RunSet) -> Figure:
+    search = runset.select(kind="search")
+    rows = scalars(search, [name for name, _, _ in PANELS])
+    families = {family: runs for family, runs in search.by_family().items() if family in O_I_T}
+    present = {family for family in families if not rows[rows["id"].isin(families[family].meta["id"])].empty}
+    if not present:
+        raise MissingRuns("gt needs searches on a space with a ground truth (gt_* scalars) for ordinal, "
+                          f"independent or transitionary; found: {search.describe()}")
+    fig, axes = new_figure(len(PANELS), ncols=2)
+    for ax, (name, ylabel, title) in zip(axes, PANELS):
+        for family in ordered(present):
+            runs = families[family]
+            part = rows[(rows["name"] == name) & rows["id"].isin(runs.meta["id"])]
+            label = f"{scheme_label(family).split(' ')[0]} ({seeds_note(runs)})"
+            draw_band(ax, mean_interval(part, "x"), "x", scheme_color(family), label,
+                      clip=(-1.0, 1.0) if name == "gt_kendall" else (0.0, 1.0), marker="o", markersize=3)
+        mark_warmup(ax, warmup_epochs(search))
+        ax.set(xlabel="epoch", ylabel=ylabel, title=title)
+        ax.legend(loc="best")
+    axes[0].axhline(0.0, color="0.6", linewidth=0.8)
+    axes[1].set_ylim(bottom=0)
+    fig.suptitle("Searches scored against the ground truth of their space", fontsize=9)
+    return fig
