@@ -131,7 +131,7 @@ def groundtruth_group() -> None:
               help="Architectures trained at once (worker processes of one thread each).")
 def groundtruth_build(space, out_file, limit, jobs) -> None:
     """Train every architecture of SPACE for every seed; resumable (finished rows are kept)."""
-    from .groundtruth import build, read_table_file, spread
+    from .ground_truth import build, read_table_file, spread
 
     path = build(space, out_file, progress=True, log=log, limit=limit, jobs=jobs)
     rows, meta = read_table_file(path)
@@ -145,7 +145,7 @@ def groundtruth_build(space, out_file, limit, jobs) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def groundtruth_show(space, as_json) -> None:
     """The ground truth of SPACE: its spread figures and the architectures by rank."""
-    from .groundtruth import groundtruth, spread, summarise
+    from .ground_truth import groundtruth, spread, summarise
 
     rows = groundtruth(space)
     figures, table = spread(rows), summarise(rows)

@@ -23,7 +23,7 @@ from .errors import InputError
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "resnet20"
-    widths: tuple[int, ...] | None = (4, 8, 12, 16)  # candidate widths of every decision (CIFAR convention)
+    widths: tuple[int, ...] | None = (1, 2, 3, 4)  # candidates of every decision; the embedded ground-truth space
     multipliers: tuple[float, ...] | None = None  # or candidates = multiplier × base width (ImageNet convention)
     granularity: str | None = "stage"  # conv, block, stage, residual; None = the model's default
     meta: str | int = "sum"  # meta width per decision: "sum" of candidates, "max", or an integer
@@ -70,7 +70,7 @@ class SearchConfig:
 @dataclass(frozen=True)
 class SharingConfig:
     scheme: str = "transitionary"
-    tau: float = 1e-5  # calibrated on digits: Φ falls gradually over the 40 search epochs (README)
+    tau: float = 5e-5  # by replay of Eq. 5 on the embedded space: Φ 83% of the way to independent by the end
     transition_every: int = 1  # steps between Eq. 5 updates during the search phase
 
 
@@ -86,7 +86,7 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    epochs: int = 40
+    epochs: int = 20  # the embedded ground truth's recipe (sharing_lab.ground_truth)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4

@@ -60,7 +60,7 @@ class Search:
     calibration: list[torch.Tensor]
     log: Callable[[str], None] = print
     progress: bool = False
-    truth: Truth | None = None  # the space's ground truth, when it has one (sharing_lab.groundtruth)
+    truth: Truth | None = None  # the space's ground truth, when it has one (sharing_lab.ground_truth)
 
     @property
     def space(self):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from . import groundtruth as gt
+from . import ground_truth as gt
 from .config import Config
 from .controller import Controller, exact_log_probs
 from .space import SearchSpace

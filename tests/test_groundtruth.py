@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import sharing_lab
-from sharing_lab import groundtruth as gt
+from sharing_lab import ground_truth as gt
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.controller import Controller, exact_log_probs
 from sharing_lab.errors import InputError

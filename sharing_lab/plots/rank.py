@@ -74,7 +74,7 @@ def pairs(runset: RunSet) -> pd.DataFrame:
 def truth_pairs(runset: RunSet) -> pd.DataFrame:
     """Per search run on a space with a ground truth: its last whole-space evaluation, one row per
     architecture with the supernet's accuracy ``x`` and the ground truth's mean test accuracy ``y``."""
-    from ..groundtruth import groundtruth, space_for, summarise
+    from ..ground_truth import groundtruth, space_for, summarise
 
     frames = []
     for run in runset.select(kind="search"):

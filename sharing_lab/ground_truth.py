@@ -57,7 +57,7 @@ SPACES: dict[str, TruthSpace] = {
     "digits-resnet20-c1234": TruthSpace(
         "digits-resnet20-c1234",
         ("model.name=resnet20", "model.granularity=stage", "model.widths=[1, 2, 3, 4]", "data.name=digits",
-         "data.image_size=none", "retrain.epochs=20"),
+         "data.image_size=none", "retrain.epochs=20"),  # retrain.epochs as the default, stated for the record
         description="digits 8x8, ResNet-20, one decision per stage, candidates {1, 2, 3, 4}: 64 architectures, "
                     "each trained 20 epochs from scratch (batch 32, SGD 0.1 Nesterov, cosine), 3 seeds"),
 }
