@@ -44,6 +44,7 @@ class TruthSpace:
     overrides: tuple[str, ...]
     seeds: tuple[int, ...] = (0, 1, 2)
     description: str = ""
+    path: str | None = None  # where its table lives; None: inside the package (sharing_lab/tables/<name>.parquet)
 
     def config(self, seed: int = 0) -> cfgmod.Config:
         return cfgmod.apply_overrides(cfgmod.Config(), [*self.overrides, f"seed={seed}"])
@@ -75,6 +76,10 @@ def space_for(config: cfgmod.Config) -> TruthSpace | None:
 
 
 def table_path(name: str) -> Path:
+    """Where the table of the space ``name`` lives: its ``path``, or the package's ``tables/`` folder."""
+    space = SPACES.get(name)
+    if space is not None and space.path is not None:
+        return Path(space.path)
     return Path(str(resources.files("sharing_lab") / "tables" / f"{name}.parquet"))
 
 
