@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
 from .cli_tools import COMMANDS
 from .console import fail, log, progress
-from .errors import InputError
+from .errors import InputError, describe_os_error, describe_out_of_memory, is_out_of_memory
+
+if TYPE_CHECKING:
+    from .loop import Search
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,6 +47,7 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
     import os
     import signal
 
+    from . import rundir
     from .distributed import close_group
     from .launch import Request, start
     from .loop import run
@@ -74,18 +79,18 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
     try:
         summary = run(search, stop_requested=lambda: stop["requested"])
     except KeyboardInterrupt:
-        close_group(group)
         if quiet:
             sys.exit(130)
         launcher = (f"torchrun --nproc_per_node={group.world_size} -m sharing_lab.cli" if group.active
                     else "sharing-lab")
         fail(f"stopped at epoch {search.state.epoch}; resume with: {launcher} run-search --resume {search_dir}", 130)
-    except InputError:
-        close_group(group)
+    except (InputError, OSError, MemoryError):
         if quiet:
             sys.exit(2)
         raise
-    close_group(group)
+    finally:
+        close_group(group)
+        rundir.release(search_dir)
     if quiet:
         return
     exported = summary["exported"]
@@ -102,18 +107,20 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
     click.echo(f"plot it: sharing-lab plot all {search_dir.parent}")
 
 
-def _load_search(run_dir: str):
+def _load_search(run_dir: str) -> Search:
+    """The search of a run directory with its newest readable checkpoint loaded (refused in one line when it has
+    none, when none is readable or safe, or when it does not fit the run's config.json)."""
     from pathlib import Path
 
     from . import rundir
     from .loop import open_search
 
     config, _ = rundir.read_config(run_dir)
-    search = open_search(config, Path(run_dir), log=log)
-    state = rundir.load_checkpoint(Path(run_dir), log)
-    if state is None:
+    if not rundir.checkpoint_files(Path(run_dir)):
         raise InputError(f"run {run_dir} has no checkpoint yet")
-    search.state.load_state_dict(state)
+    search = open_search(config, Path(run_dir), log=log)
+    if rundir.restore(search.state, Path(run_dir), config, log) is None:
+        raise InputError(f"run {run_dir} has no checkpoint yet")
     return search
 
 
@@ -141,18 +148,22 @@ def beam(run_dir, top, as_json) -> None:
 @cli.command()
 @click.argument("run_dir", type=click.Path())
 @click.option("--rank", type=click.IntRange(min=0), help="Export the beam row of this rank instead of the pick.")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False), help="Write here instead of RUN_DIR/arch.json.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+              help="Write here (with --rank the default is RUN_DIR/arch-rank-K.json; arch.json is never rewritten).")
 def export(run_dir, rank, out_file) -> None:
-    """Write a run's chosen architecture as JSON (model, widths, MACs) for the plain-network builder."""
+    """Write a run's chosen architecture (or its beam row of ``--rank``) as JSON for the plain-network builder.
+
+    The file keeps every field of the run's ``arch.json`` (the ``data`` block among them) and replaces the
+    architecture's own: widths, MACs, FLOPs, parameters, accuracies, log-probability and rank.
+    """
     from pathlib import Path
 
     from .export import export_payload, load_export
     from .fileio import atomic_write_json
-    from .layout import build_layout
     from .records import read_table
-    from .rundir import read_config
+    from .rundir import EXPORT, read_config
 
-    config, _ = read_config(run_dir)
+    read_config(run_dir)
     layout, widths, payload = load_export(run_dir)
     if rank is not None:
         beams = read_table(run_dir, "archs").query("source == 'beam'")
@@ -160,14 +171,17 @@ def export(run_dir, rank, out_file) -> None:
             raise InputError(f"run {run_dir} has no beam row of rank {rank}")
         row = beams[beams["rank"] == rank].iloc[-1]
         widths = [int(w) for w in row["widths"].split(",")]
-        layout = build_layout(payload["model"], payload["granularity"], num_classes=payload["num_classes"],
-                              in_channels=payload["in_channels"], image_size=payload["image_size"])
-        payload = export_payload(layout, widths, run=Path(run_dir).name, acc=float(row["acc"]),
-                                 log_prob=float(row["log_prob"]), rank=rank)
-    target = Path(out_file) if out_file else Path(run_dir) / "arch.json"
-    if out_file and target.exists():
-        raise InputError(f"{target} already exists")
-    atomic_write_json(target, payload)
+        scores = {key: float(row[key]) for key in ("acc", "test_acc", "log_prob")
+                  if key in row and row[key] == row[key]}  # NaN (a column the row lacks) is left out
+        kept = {k: v for k, v in payload.items() if k not in ("acc", "test_acc", "log_prob", "rank")}
+        payload = {**kept, **export_payload(layout, widths, run=Path(run_dir).name, **scores, rank=rank)}
+    if out_file is None and rank is None:  # the run's own arch.json already holds the pick: nothing to write
+        target = Path(run_dir) / EXPORT
+    else:
+        target = Path(out_file) if out_file else Path(run_dir) / f"arch-rank-{rank}.json"
+        if target.exists():  # the run's arch.json included
+            raise InputError(f"{target} already exists")
+        atomic_write_json(target, payload)
     click.echo(f"{target}: {payload['model']} widths {','.join(map(str, widths))}, {payload['macs']:,} MACs")
 
 
@@ -180,9 +194,15 @@ def export(run_dir, rank, out_file) -> None:
 @click.option("--name", help="Run name for an ARCH_JSON source.")
 def retrain_command(source, top, overrides, out, name) -> None:
     """Train a searched architecture (RUN_DIR or ARCH_JSON) from scratch; record into the run's tables."""
+    import contextlib
+    from pathlib import Path
+
+    from . import rundir
     from .retrain import retrain_source
 
-    run_dir = retrain_source(source, top, list(overrides), out, name, log=log, progress=progress())
+    into_run = Path(source).is_dir() and (Path(source) / rundir.CONFIG).is_file()
+    with rundir.locked(source) if into_run else contextlib.nullcontext():  # a second writer is refused
+        run_dir = retrain_source(source, top, list(overrides), out, name, log=log, progress=progress())
     click.echo(f"records: {run_dir}/{{retrain,retrain_curves}}/*.parquet")
 
 
@@ -191,7 +211,8 @@ for _command in COMMANDS:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the click group, turning bad input into one line and exit status 2."""
+    """Entry point: run the click group, turning bad input, OS errors and memory exhaustion into one line and
+    exit status 2."""
     try:
         code = cli.main(args=argv, prog_name="sharing-lab", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as error:
@@ -203,6 +224,12 @@ def main(argv: list[str] | None = None) -> None:
         fail("aborted", 130)
     except InputError as error:
         fail(str(error))
+    except OSError as error:  # read-only directory, full disk, name too long: one line naming the path
+        fail(describe_os_error(error))
+    except (MemoryError, RuntimeError) as error:
+        if not is_out_of_memory(error):
+            raise
+        fail(describe_out_of_memory(error))
     sys.exit(code if isinstance(code, int) else 0)
 
 

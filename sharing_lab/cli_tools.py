@@ -33,13 +33,17 @@ def list_command(as_json) -> None:
         click.echo(f"  {name}")
 
 
-def _parse_widths(text: str | None) -> list[int] | None:
+def _parse_widths(text: str | None, option: str = "--widths") -> list[int] | None:
+    """Comma-separated positive integers (None when the option is not given)."""
     if text is None:
         return None
     try:
-        return [int(part) for part in text.replace(" ", "").split(",") if part]
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
     except ValueError:
-        raise InputError(f"--widths must be comma-separated integers, got {text!r}") from None
+        raise InputError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or any(value < 1 for value in values):
+        raise InputError(f"{option} must be comma-separated positive integers, got {text!r}")
+    return values
 
 
 @click.command()
@@ -47,9 +51,10 @@ def _parse_widths(text: str | None) -> list[int] | None:
 @click.option("--widths", help="One width per decision, comma-separated (default: the base model).")
 @click.option("--granularity", help="Decision granularity: conv, block, stage or residual (default per model).")
 @click.option("--candidates", help="Candidate widths of every decision, comma-separated (CIFAR convention).")
-@click.option("--image-size", type=int, help="Input resolution (default 32 for CIFAR models, 224 for ImageNet).")
-@click.option("--num-classes", type=int, help="Classifier outputs (default 10 / 1000).")
-@click.option("--in-channels", type=int, default=3, show_default=True)
+@click.option("--image-size", type=click.IntRange(min=1),
+              help="Input resolution (default 32 for CIFAR models, 224 for ImageNet).")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs (default 10 / 1000).")
+@click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def flops(model, widths, granularity, candidates, image_size, num_classes, in_channels, as_json) -> None:
     """MACs (FLOPs = 2 × MACs) and parameters of MODEL or of a width configuration of it.
@@ -60,7 +65,7 @@ def flops(model, widths, granularity, candidates, image_size, num_classes, in_ch
     from .layout import build_layout
 
     layout = build_layout(
-        model, granularity, _parse_widths(candidates), num_classes=num_classes, in_channels=in_channels,
+        model, granularity, _parse_widths(candidates, "--candidates"), num_classes=num_classes, in_channels=in_channels,
         image_size=image_size,
     )
     chosen = _parse_widths(widths)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import tomllib
 import types
 import typing
@@ -99,6 +101,7 @@ class RuntimeConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
     memory_format: str = "auto"  # auto (channels_last on CUDA), contiguous, channels_last
     compile: bool = False  # torch.compile the retrained plain network (the supernet's shapes change every step)
+    max_supernet_gb: float = 8.0  # refuse a search whose supernet is predicted to need more (sharing_lab.launch)
 
 
 @dataclass(frozen=True)
@@ -276,9 +279,26 @@ _CHOICES = {"search.lr_schedule": ("cosine", "step"), "search.bn_evaluation": ("
             "runtime.memory_format": ("auto", "contiguous", "channels_last")}
 
 
+# Keys a resume may change, only when the run diverged (sharing_lab.loop.diverged): the rates that make a step
+# explode. Everything else a resume must repeat or leave out.
+RESUME_CHANGEABLE = ("search.lr", "search.controller_lr", "sharing.tau")
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
+
 def check(config: Config) -> None:
-    """Refuse values that fit their types but cannot run (checked before a run directory is made)."""
+    """Refuse values that fit their types but cannot run (checked before a run directory is made): numbers below
+    their minimum, unknown choices, any non-finite float (NaN or ±inf: no option of the configuration means
+    anything by one; ``search.flops_target`` is unconstrained when unset), devices other than auto, cpu, cuda and
+    cuda:N, and an inconsistent schedule."""
     flat = dict(_flatten(to_dict(config)))
+    for key, value in flat.items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise InputError(f"{key} must be a finite number, got {value}")
+    if not isinstance(config.device, str) or not _DEVICE.fullmatch(config.device):
+        raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
+    if config.runtime.max_supernet_gb <= 0:
+        raise InputError(f"runtime.max_supernet_gb must be positive, got {config.runtime.max_supernet_gb}")
     for key, low in _AT_LEAST.items():
         value = flat[key]
         if value is not None and value < low:
@@ -302,7 +322,19 @@ def flat(config: Config) -> dict[str, Any]:
     return dict(_flatten(to_dict(config)))
 
 
-def differences(a: Config, b: Config) -> list[str]:
-    """Keys whose values differ between two configurations."""
-    flat_a, flat_b = dict(_flatten(to_dict(a))), dict(_flatten(to_dict(b)))
-    return [key for key in flat_a if flat_a[key] != flat_b.get(key)]
+def _same(a: Any, b: Any) -> bool:
+    """Equality of configuration values, with NaN equal to NaN (also inside lists)."""
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def differences(a: Config | dict, b: Config | dict) -> list[str]:
+    """Keys (``section.field``) whose values differ between two configurations (a :class:`Config` or its
+    :func:`to_dict` form), NaN being equal to NaN; keys only one side has count as different."""
+    flat_a, flat_b = (dict(_flatten(to_dict(c) if isinstance(c, Config) else c)) for c in (a, b))
+    keys = list(flat_a) + [key for key in flat_b if key not in flat_a]
+    missing = object()
+    return [key for key in keys if not _same(flat_a.get(key, missing), flat_b.get(key, missing))]

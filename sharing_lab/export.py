@@ -8,6 +8,7 @@ such file (users paste widths by hand; see the notes).
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,8 +50,16 @@ def export_payload(layout: Layout, widths: Sequence[int], **extra) -> dict:
     }
 
 
+def _integral(value: object) -> bool:
+    """Whether a JSON value is a whole number (3 or 3.0; not true, 3.5, NaN or Infinity)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return isinstance(value, int) or (math.isfinite(value) and value == int(value))
+
+
 def load_export(path: str | Path) -> tuple[Layout, list[int], dict]:
-    """Read an exported architecture (a file, or a run directory holding ``arch.json``)."""
+    """Read an exported architecture (a file, or a run directory holding ``arch.json``); its widths must be
+    whole numbers (``Infinity``, NaN or 4.5 are refused)."""
     path = Path(path)
     if path.is_dir():
         path = path / EXPORT
@@ -60,9 +69,12 @@ def load_export(path: str | Path) -> tuple[Layout, list[int], dict]:
         payload = json.loads(path.read_text())
         layout = build_layout(payload["model"], payload["granularity"], num_classes=payload["num_classes"],
                               in_channels=payload["in_channels"], image_size=payload["image_size"])
-        widths = [int(w) for w in payload["widths"]]
+        widths = payload["widths"]
+        if not isinstance(widths, list) or not all(_integral(w) for w in widths):
+            raise ValueError(f"widths must be a list of integers, got {widths!r}")
+        widths = [int(w) for w in widths]
         layout.check_widths(widths)
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError) as error:
         raise InputError(f"{path} is not an exported architecture: {error}") from None
     return layout, widths, payload
 

@@ -10,23 +10,31 @@ from pathlib import Path
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` and rename the result onto ``path``; a crash leaves the old file or none."""
+    """Call ``write(tmp_path)`` and rename the result onto ``path``; a crash leaves the old file or none.
+
+    An OS error (read-only directory, full disk, name too long) removes the temporary file and is raised again
+    naming ``path`` itself, not the temporary name.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as error:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(error, OSError):
+            error.filename, error.filename2 = str(path), None
         raise
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
+    """Write ``obj`` as indented JSON to ``path`` atomically (:func:`atomic_write`)."""
     def write(tmp: str) -> None:
         with open(tmp, "w") as handle:
             json.dump(obj, handle, indent=2)

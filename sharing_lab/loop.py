@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from . import rundir
-from .config import Config, check
+from .config import RESUME_CHANGEABLE, Config, check, differences, flat, to_dict
 from .controller import reward
 from .data import Dataset, load_data
 from .distributed import SINGLE, Group
@@ -43,7 +43,12 @@ from .training import train_step
 
 
 class TrainingDiverged(InputError):
-    """The loss became NaN or infinite; the last good state was checkpointed."""
+    """Training diverged (loss, gradient norm or BN statistics); the last good state is the checkpoint."""
+
+
+# A step's loss beyond LOSS_LIMIT × ln(classes) (≈ 2300 for 10 classes, 6900 for 1000; chance is 1 × ln(classes))
+# counts as exploded: a finite loss that large only comes from runaway weights.
+LOSS_LIMIT = 1e3
 
 
 @dataclass
@@ -123,15 +128,40 @@ def train_epoch(search: Search) -> dict[str, float]:
     check_every_step = search.device.type == "cpu" and not group.active  # free there; a GPU would have to wait
     batches = search.data.batches("train", cfg.data.batch_size, generator=state.generators["data"],
                                   device=search.device, shard=(group.rank, group.world_size))
+    # Divergence: a non-finite or exploded loss, a non-finite global gradient norm (counted on the device, read
+    # at the epoch's end; checked at every step on a single CPU), non-finite BN running statistics (epoch end).
+    limit = LOSS_LIMIT * max(math.log(search.space.layout.num_classes), 1.0)
+    health = torch.zeros(2, dtype=torch.float64, device=search.device)  # steps with a bad loss, a bad grad norm
+    parameters = [p for param_group in state.optimizer.param_groups for p in param_group["params"]]
+    total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
 
     def refuse_non_finite(loss: torch.Tensor) -> None:
-        if check_every_step and not torch.isfinite(loss):
-            diverged(search, f"loss is {float(loss.detach())} at epoch {state.epoch}, step {state.step}")
+        if check_every_step and not (torch.isfinite(loss) and loss <= limit):
+            diverged(search, f"the loss is {float(loss.detach()):.4g} at epoch {state.epoch}, step {state.step} "
+                             f"(limit {limit:.4g})")
+
+    def gradient_norm() -> torch.Tensor:
+        grads = [p.grad for p in parameters if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=search.device)
+        if total_norm is not None:
+            return total_norm(grads)
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
     state.model.train()  # evaluation switches to eval mode between epochs only
     for x, y in batches:
-        arch, reward_arch, sample = decide(search, search_phase)
+        try:
+            arch, reward_arch, sample = decide(search, search_phase)
+        except RuntimeError:  # torch.multinomial refuses NaN probabilities: the controller diverged
+            if all(torch.isfinite(p).all() for p in state.controller.parameters()):
+                raise
+            diverged(search, f"the controller's weights are not finite at epoch {state.epoch}, step {state.step}")
         loss, logits = train_step(state.model, state.optimizer, x, y, search.runtime, arch, refuse_non_finite)
+        norm = gradient_norm()
+        health[0] += (~torch.isfinite(loss) | (loss > limit)).to(health.dtype)
+        health[1] += (~torch.isfinite(norm)).to(health.dtype)
+        if check_every_step and not torch.isfinite(norm):
+            diverged(search, f"the gradients' global norm is {float(norm)} at epoch {state.epoch}, step {state.step}")
         state.scheduler.step()
         sums[0] += loss * y.numel()
         sums[1] += (logits.argmax(1) == y).sum()
@@ -152,8 +182,20 @@ def train_epoch(search: Search) -> dict[str, float]:
     sums = group.sum(sums).cpu()
     totals["seen"] *= group.world_size
     totals["loss"], totals["correct"] = float(sums[0]), int(sums[1])
+    bad_loss, bad_norm = (int(v) for v in group.sum(health).cpu())
+    if bad_norm:  # first: a non-finite gradient makes every later loss NaN
+        diverged(search, f"the gradients' global norm was not finite at {bad_norm} steps of epoch {state.epoch}")
     if not math.isfinite(totals["loss"]):
         diverged(search, f"the training loss is {totals['loss']} in epoch {state.epoch}")
+    if bad_loss:
+        diverged(search, f"the loss was non-finite or above {limit:.4g} at {bad_loss} steps of epoch {state.epoch}")
+    statistics = [b for m in state.supernet.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                  for b in (m.running_mean, m.running_var) if b is not None]
+    if statistics:
+        flags = torch.stack([~torch.isfinite(b).all() for b in statistics]).sum().reshape(1).double()
+        broken = int(group.sum(flags).cpu()[0])
+        if broken:
+            diverged(search, f"{broken} BatchNorm running statistics are not finite after epoch {state.epoch}")
     return totals
 
 
@@ -204,33 +246,73 @@ def probe_view(search: Search) -> ProbeView:
 
 
 def diverged(search: Search, message: str) -> None:
-    """Stop on a non-finite loss. The rows of the unfinished epoch are dropped and the last checkpoint (an
-    epoch boundary, or the initial state) is kept as the last good state: the weights are already broken."""
-    saved = rundir.load_checkpoint(search.run_dir, search.log)
+    """Stop a diverged search: mark the run as diverged (``diverged.json``, so a resume may change
+    ``config.RESUME_CHANGEABLE``) and raise :class:`TrainingDiverged` with the command that resumes it at a lower
+    learning rate. The rows of the unfinished epoch are dropped and the last checkpoint (an epoch boundary, or the
+    initial state; never a state with non-finite values) is the last good state: the weights are already broken."""
+    try:
+        saved = rundir.load_checkpoint(search.run_dir, search.log)
+    except InputError:
+        saved = None
     epoch = saved["epoch"] if saved is not None else 0
-    raise TrainingDiverged(f"training diverged: {message}; the last good state (epoch {epoch}) is the checkpoint "
-                           f"in {search.run_dir} (lower search.lr before resuming)")
+    state, lr = search.state, search.config.search.lr
+    if search.group.is_main:
+        rundir.mark_diverged(search.run_dir, {"message": message, "epoch": state.epoch, "step": state.step,
+                                              "resume_epoch": epoch})
+    raise TrainingDiverged(
+        f"training diverged: {message}; the last good state (epoch {epoch}) is the checkpoint in {search.run_dir}; "
+        f"resume it with a lower learning rate: sharing-lab run-search --resume {search.run_dir} "
+        f"--set search.lr={lr / 10:g} (search.controller_lr and sharing.tau may be changed the same way)")
 
 
 # --- checkpoints and the whole run --------------------------------------------------------------------------
 def checkpoint(search: Search) -> None:
-    """Flush the records and write the checkpoint (rank 0) that resuming restarts from."""
+    """Verify the state (every rank: no NaN or inf anywhere, else the search diverged and the previous checkpoint
+    stays the last good one), flush the records and write the checkpoint (rank 0) that resuming restarts from."""
+    bad = rundir.non_finite(search.state.state_dict())
+    if search.group.any(bool(bad)):
+        diverged(search, f"non-finite values in {', '.join(bad[:3]) or 'another rank'} at the end of epoch "
+                         f"{search.state.epoch - 1}")
     search.writer.flush()
     search.state.next_part = search.writer.next_part
     if search.group.is_main:
-        rundir.save_checkpoint(search.run_dir, search.state.state_dict())
+        # the configuration rides along (plain values): a checkpoint that no longer fits config.json can say where
+        rundir.save_checkpoint(search.run_dir, {**search.state.state_dict(), "config": to_dict(search.config)})
 
 
 def resume(search: Search) -> bool:
-    """Load the run's checkpoint if it has one and drop the records written after it; True if resumed."""
-    saved = rundir.load_checkpoint(search.run_dir, search.log)
+    """Load the run's checkpoint if it has one and drop the records written after it; True if resumed.
+
+    Never deletes what it cannot replace: a run with record parts but no checkpoint, or whose checkpoints are all
+    unreadable, is refused (nothing touched). The rates of ``config.RESUME_CHANGEABLE`` come from the
+    configuration (a diverged run's resume may change them); a change is recorded in ``config.json``."""
+    state, cfg = search.state, search.config
+    saved = rundir.restore(state, search.run_dir, cfg, search.log)
+    if saved is None and rundir.has_records(search.run_dir):
+        raise InputError(f"run {search.run_dir} has records but no checkpoint to resume them from; nothing was "
+                         "changed (start a new run instead)")
     if saved is not None:
-        search.state.load_state_dict(saved)
-        search.writer.next_part = search.state.next_part
-        search.log(f"resuming {search.run_dir} at epoch {search.state.epoch + 1}")
+        search.writer.next_part = state.next_part
+        groups, scheduler = state.optimizer.param_groups, state.scheduler
+        if any(g.get("initial_lr") != cfg.search.lr for g in groups):  # only on a change: exact resumes stay exact
+            scheduler.base_lrs = [cfg.search.lr for _ in groups]
+            for param_group, factor in zip(groups, scheduler.lr_lambdas):
+                param_group["initial_lr"], param_group["lr"] = cfg.search.lr, cfg.search.lr * factor(
+                    scheduler.last_epoch)
+            scheduler._last_lr = [g["lr"] for g in groups]
+        for param_group in state.reinforce.optimizer.param_groups:
+            if param_group["lr"] != cfg.search.controller_lr:
+                param_group["lr"] = cfg.search.controller_lr
+        previous = rundir.read_config(search.run_dir)[0] if (search.run_dir / rundir.CONFIG).is_file() else cfg
+        changed = differences(previous, cfg)
+        if changed and set(changed) <= set(RESUME_CHANGEABLE) and search.group.is_main:
+            old, new = flat(previous), flat(cfg)
+            rundir.record_resume(search.run_dir, cfg, {k: (old[k], new[k]) for k in changed}, state.epoch)
+        search.log(f"resuming {search.run_dir} at epoch {state.epoch + 1}")
     search.writer.truncate()
     if saved is None and search.group.is_main:
-        rundir.save_checkpoint(search.run_dir, search.state.state_dict())  # the initial state: a last good state
+        # the initial state: a last good state
+        rundir.save_checkpoint(search.run_dir, {**state.state_dict(), "config": to_dict(cfg)})
     search.group.barrier()
     return saved is not None
 

@@ -121,6 +121,8 @@ def retrain_source(source: str | Path, top: int | None = None, overrides: Sequen
     from .records import read_table
 
     path = Path(source)
+    if name is not None:
+        rundir.check_name(name)  # before any data is loaded; the default name is checked when the run is made
     jobs = []
     if path.is_dir():
         config, _ = rundir.read_config(path)

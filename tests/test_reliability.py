@@ -1,5 +1,7 @@
 """Reliability of a search run (DESIGN §5 and §7): reproducibility, SIGKILL at any moment then ``--resume``,
-SIGTERM/SIGINT, a corrupt checkpoint, and divergence.
+SIGTERM/SIGINT, a corrupt checkpoint, divergence, and (section 6) a table of bad inputs, each one line in
+``BAD_INPUTS``: one error line, exit status 2, nothing made. Checkpoint safety, run directories (names, locks,
+export, OS errors, memory) and divergence detection have their own files, ``test_reliability_*.py``.
 
 Every run goes through the real command line in a subprocess: a transitionary ResNet-20 search with candidates
 {2, 4}, one decision per stage, on 256 synthetic 3×8×8 images, 6 epochs (2 warm-up), evaluated, flushed and
@@ -47,7 +49,7 @@ import torch
 
 import sharing_lab
 from sharing_lab.cli import main
-from sharing_lab.rundir import read_config
+from sharing_lab.rundir import load_file, read_config
 
 NAME = "run"  # every run has this name (in its own --out), so whole rows, `run` included, can be compared
 EPOCHS, WARMUP = 6, 2
@@ -147,7 +149,7 @@ def resume(run: Path, *extra: str) -> subprocess.CompletedProcess:
 def checkpoint_epoch(run: Path, name: str = "checkpoint.pt") -> int | None:
     """The epoch stored in a checkpoint (epochs done), None while it is absent or being replaced."""
     try:
-        return int(torch.load(run / name, map_location="cpu", weights_only=False)["epoch"])
+        return int(load_file(run / name)["epoch"])
     except Exception:  # noqa: BLE001 - absent, or caught mid-rename: not there yet
         return None
 
@@ -531,7 +533,7 @@ def test_divergence_exits_2_with_an_error_and_keeps_config_and_checkpoint(diverg
     assert "diverged" in errors[0] and str(run) in errors[0], errors
     config, payload = read_config(run)
     assert config.search.lr == float(DIVERGING_LR) and payload["seed"] == 0
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    state = load_file(run / "checkpoint.pt")
     assert state["epoch"] == 0  # diverged in the first epoch
     assert not (run / "summary.json").exists() and not (run / "arch.json").exists()
     code, err = invoke("run-search", "--out", str(run.parent), "--name", NAME)  # nothing overwritten
@@ -548,9 +550,83 @@ def test_divergence_stderr_is_the_error_line_alone(diverged):
 def test_divergence_checkpoint_holds_finite_weights(diverged):
     proc, run = diverged
     assert_exit(proc, 2)
-    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["supernet"]
-    weights = {k: v for k, v in state.items()
-               if isinstance(v, torch.Tensor) and v.is_floating_point() and "running_" not in k}
-    assert weights
+    state = load_file(run / "checkpoint.pt")["supernet"]
+    weights = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    assert any("running_var" in k for k in weights)  # BN statistics are checked too
     bad = sorted(k for k, v in weights.items() if not torch.isfinite(v).all())
-    assert not bad, f"{len(bad)} of {len(weights)} weight tensors are not finite: {bad[:5]}"
+    assert not bad, f"{len(bad)} of {len(weights)} tensors are not finite: {bad[:5]}"
+
+
+def test_divergence_message_says_how_to_resume(diverged):
+    proc, run = diverged
+    line = proc.stderr.strip().splitlines()[-1]
+    assert f"sharing-lab run-search --resume {run} --set search.lr=1e+29" in line, line
+    assert (run / "diverged.json").is_file()
+
+
+# --- 6. bad input: one line, exit status 2, nothing made (a new case is one line) ----------------------------------
+# {out} is an empty scratch directory that must stay empty; {arch} a valid exported architecture, {arch_inf} the same
+# with Infinity in its widths.
+BAD_INPUTS = [
+    (["run-search", "--set", "search.flops_target=nan"], "search.flops_target must be a finite number"),
+    (["run-search", "--set", "search.flops_target=inf"], "search.flops_target must be a finite number"),
+    (["run-search", "--set", "search.flops_target=-inf"], "search.flops_target must be a finite number"),
+    (["run-search", "--set", "search.entropy_weight=inf"], "search.entropy_weight must be a finite number"),
+    (["run-search", "--set", "search.lr=nan"], "search.lr must be a finite number"),
+    (["run-search", "--set", "model.multipliers=[0.5,inf]"], "model.multipliers must be a finite number"),
+    (["run-search", "--device", "meta"], "device must be auto, cpu, cuda or cuda:N, got 'meta'"),
+    (["run-search", "--device", "mps"], "device must be auto, cpu, cuda or cuda:N, got 'mps'"),
+    (["run-search", "--device", "cuda:x"], "device must be auto, cpu, cuda or cuda:N"),
+    (["run-search", "--set", "device=xla"], "device must be auto, cpu, cuda or cuda:N"),
+    (["run-search", "--name", "n" * 300], "has 300 characters (at most 100)"),
+    (["run-search", "--name", "../../escaped"], "contains a path separator"),
+    (["run-search", "--name", "/tmp/absolute-run"], "contains a path separator"),
+    (["run-search", "--name", "a/b"], "contains a path separator"),
+    (["run-search", "--name", ".."], "starts with a dot"),
+    (["run-search", "--name", ".hidden"], "starts with a dot"),
+    (["run-search", "--name", ""], "is empty"),
+    (["run-search", "--name", "   "], "is empty"),
+    (["run-search", "--name", "tab\there"], "unprintable"),
+    (["run-search", "--set", "model.widths=[100000]"], "more than runtime.max_supernet_gb = 8"),
+    (["run-search", "--set", "runtime.max_supernet_gb=1e-6"], "raise runtime.max_supernet_gb"),
+    (["run-search", "--set", "runtime.max_supernet_gb=0"], "runtime.max_supernet_gb must be positive"),
+    (["retrain", "{arch}", "--name", "n" * 300], "has 300 characters (at most 100)"),
+    (["retrain", "{arch}", "--name", "../escaped"], "contains a path separator"),
+    (["retrain", "{arch}", "--name", "/abs"], "contains a path separator"),
+    (["retrain", "{arch_inf}"], "widths must be a list of integers"),
+    (["flops", "resnet20", "--image-size", "-5"], "--image-size"),
+    (["flops", "resnet20", "--image-size", "0"], "--image-size"),
+    (["flops", "resnet20", "--num-classes", "0"], "--num-classes"),
+    (["flops", "resnet20", "--in-channels", "0"], "--in-channels"),
+    (["flops", "resnet20", "--widths", "0,4,4"], "positive integers"),
+]
+
+
+@pytest.fixture
+def bad_input_paths(tmp_path) -> dict[str, Path]:
+    from sharing_lab.export import export_payload
+    from sharing_lab.layout import build_layout
+
+    layout = build_layout("resnet20", "stage", [2, 4], num_classes=10, in_channels=3, image_size=8)
+    payload = export_payload(layout, [2, 4, 4], data={"name": "synthetic", "dir": None, "image_size": None})
+    arch, arch_inf = tmp_path / "arch.json", tmp_path / "arch-inf.json"
+    arch.write_text(json.dumps(payload))
+    arch_inf.write_text(json.dumps({**payload, "widths": [2, float("inf"), 4]}))
+    assert "Infinity" in arch_inf.read_text()
+    out = tmp_path / "out"
+    out.mkdir()
+    return {"out": out, "arch": arch, "arch_inf": arch_inf}
+
+
+@pytest.mark.parametrize("argv, fragment", BAD_INPUTS, ids=[" ".join(a)[:60] for a, _ in BAD_INPUTS])
+def test_bad_input_is_one_line_and_exit_2(argv, fragment, bad_input_paths):
+    paths = bad_input_paths
+    args = [a.format(**paths) if a.startswith("{") else a for a in argv]
+    if args[0] in ("run-search", "retrain"):
+        args += ["--out", str(paths["out"])]
+    code, err = invoke(*args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:"), (code, err)
+    assert fragment in lines[0], lines[0]
+    assert list(paths["out"].iterdir()) == []  # no half-made run directory
+    assert not Path("/tmp/absolute-run").exists() and not (paths["out"].parent.parent / "escaped").exists()
