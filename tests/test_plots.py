@@ -379,8 +379,29 @@ def test_plot_all_on_an_incomplete_set_names_what_is_missing(full, checks, monke
     assert drawn == ["fig3", "fig6", "fig7", "theorem"]
     assert sorted(p.name for p in written) == ["fig3.pdf", "fig3.png", "fig6.pdf", "fig6.png", "fig7.pdf",
                                                "fig7.png", "theorem.pdf", "theorem.png"]
-    assert set(skipped) == {"fig4", "fig5", "fig8", "rank"}
+    assert set(skipped) == {"fig4", "fig5", "fig8", "rank", "gt"}
     assert "ordinal, independent" in skipped["fig4"] and "retrain" in skipped["fig8"]
+    assert "ground truth" in skipped["gt"]
+
+
+def test_gt_figure_draws_ground_truth_scores_along_the_search(full, tmp_path):
+    import shutil
+
+    from sharing_lab.records import RecordWriter
+
+    shutil.copytree(full / "free", tmp_path / "free")
+    for run_dir in sorted((tmp_path / "free").iterdir()):
+        parts = [int(p.stem.split("-")[1]) for p in run_dir.glob("*/part-*.parquet")]
+        writer = RecordWriter(run_dir, run_dir.name, next_part=max(parts) + 1)
+        writer.add("scalars", [{"step": STEPS * (epoch + 1), "epoch": epoch, "name": name, "value": value}
+                               for epoch in range(EPOCHS) for name, value in
+                               (("gt_kendall", 0.1 * epoch / EPOCHS), ("gt_top1_prob", 1 / 64 + epoch / 500))])
+        writer.flush()
+    fig = FIGURES["gt"](RunSet.from_paths([tmp_path / "free"]))
+    assert len(fig.axes) == 2
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    schemes = [label for label in labels if label.startswith("APS-")]
+    assert len(schemes) == 3 and all("2 seeds" in label for label in schemes) and "warm-up end" in labels
 
 
 def test_no_probe_records_is_reported(tmp_path):
