@@ -28,7 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     except BaseException as error:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        if isinstance(error, OSError):
+        if isinstance(error, OSError) and error.errno is not None:  # an error without errno keeps its text
             error.filename, error.filename2 = str(path), None
         raise
 

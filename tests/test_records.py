@@ -139,8 +139,9 @@ def test_required_dtypes_are_enforced(tmp_path):
     writer.add("retrain", [{"epoch": 2.0, "widths": "2,4", "macs": 12.0, "params": 5, "log_prob": None, "rank": 0,
                             "val_acc": 1, "test_acc": float("nan"), "seed": 3.0}])
     writer.add("retrain_curves", [{"step": 4.0, "epoch": 0, "widths": "2,4", "name": "val_acc", "value": 1}])
+    writer.add("space", [{"step": 4.0, "epoch": 0, "widths": "2,4", "supernet_acc": 1, "prob": 0}])
     writer.flush()
-    assert set(SCHEMAS) == {"scalars", "layers", "probs", "archs", "pairs", "retrain", "retrain_curves"}
+    assert set(SCHEMAS) == {"scalars", "layers", "probs", "archs", "pairs", "retrain", "retrain_curves", "space"}
     for table, schema in SCHEMAS.items():
         part = pq.read_table(tmp_path / table / "part-000000.parquet")
         assert part.schema.field("run").type == pa.string()
