@@ -34,6 +34,7 @@ COLUMNS = {"widths": pa.string(), "seed": pa.int64(), "macs": pa.int64(), "param
            "val_acc": pa.float64(), "test_acc": pa.float64(), "train_s": pa.float64()}
 KEY_FIELDS = ("model.name", "model.granularity", "model.widths", "model.multipliers", "data.name",
               "data.image_size")
+RUNTIME_RECIPE = ("precision", "memory_format", "compile")  # the runtime settings that change what training computes
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def table_path(name: str) -> Path:
 
 def _recipe(space: TruthSpace) -> dict:
     config = space.config()
-    return {"retrain": asdict(config.retrain), "runtime": asdict(config.runtime)}
+    runtime = asdict(config.runtime)
+    return {"retrain": asdict(config.retrain), "runtime": {name: runtime[name] for name in RUNTIME_RECIPE}}
 
 
 def _metadata(space: TruthSpace, wall_s: float) -> dict:

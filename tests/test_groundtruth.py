@@ -130,6 +130,13 @@ def test_the_default_space_table_is_complete_and_its_spread_is_the_one_the_readm
     assert round(100 * figures["best"], 2) == 97.22 and round(100 * figures["median"], 2) == 91.57
 
 
+def test_the_shipped_table_was_built_with_the_current_recipe_so_a_build_resumes_it():
+    """Settings that do not change training (a memory guard, say) stay out of the recipe: the shipped table
+    must still be resumable, or ``groundtruth build`` would refuse to extend it."""
+    _, meta = gt.read_table_file(gt.table_path(DEFAULT), gt.SPACES[DEFAULT])
+    assert meta["recipe"] == gt._recipe(gt.SPACES[DEFAULT])
+
+
 SEARCH = ["model.name=resnet20", "model.granularity=stage", "model.widths=[2, 4]", "data.name=synthetic",
           "retrain.epochs=1", "retrain.batch_size=64", "search.epochs=3", "search.warmup_epochs=1",
           "search.eval_every=1", "search.eval_archs=2", "search.beam_top=3", "search.prob_samples=2",
