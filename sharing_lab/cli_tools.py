@@ -197,6 +197,37 @@ def plot(figure, paths, out_dir) -> None:
 
 
 @click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def claims(paths, as_json) -> None:
+    """Test the paper's claims on the runs at or under PATHS: each claim's statistic, its 95% interval over
+    seeds and a verdict (holds, fails, inconclusive), from the records only."""
+    from .claims import MIN_SEEDS, claims_of
+    from .plots.runs import find_run_dirs
+
+    if not find_run_dirs(paths):
+        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
+    results = claims_of(paths)
+    if as_json:
+        click.echo(json.dumps({"claims": [claim.as_dict() for claim in results], "min_seeds": MIN_SEEDS}))
+        return
+    for claim in results:
+        if claim.value is None:
+            figure = "not testable"
+        elif claim.low is None:
+            figure = f"{claim.value:+.4g} (no interval)"
+        else:
+            figure = f"{claim.value:+.4g} [{claim.low:+.4g}, {claim.high:+.4g}]"
+        click.echo(f"{claim.id:<3} {claim.verdict.upper():<12} {claim.statement}")
+        click.echo(f"    {claim.statistic}: {figure}, n = {claim.n}")
+        if claim.needs:
+            click.echo(f"    needs: {claim.needs}")
+    counts = {v: sum(c.verdict == v for c in results) for v in ("holds", "fails", "inconclusive")}
+    click.echo(", ".join(f"{n} {v}" for v, n in counts.items()) + f" (95% intervals; a verdict needs >= {MIN_SEEDS} "
+               "seeds per arm)")
+
+
+@click.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
@@ -256,4 +287,4 @@ def bench(device, repeats, batch, precision, memory_format, as_json) -> None:
     click.echo(f"projected paper ResNet-20 search (600 epochs): {report['projected_paper_resnet20_search_h']:.1f} h")
 
 
-COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, recipe, bench)
+COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, claims, recipe, bench)

@@ -34,7 +34,7 @@ from sharing_lab.sharing import pair_level
 from sharing_lab.space import SearchSpace
 from sharing_lab.supernet import Supernet
 
-PROBE_SCALARS = {"phi_code", "cos_align", "coupled_norm"}  # the scalar names SharingProbe writes
+PROBE_SCALARS = {"phi_code", "cos_align", "coupled_norm", "kernel_grad_norm"}  # the scalars SharingProbe writes
 TINY = [
     "data.name=synthetic", "model.name=resnet20", "model.widths=[2,4]", "model.granularity=stage",
     "search.epochs=2", "search.warmup_epochs=1", "data.batch_size=32", "search.eval_every=1",
@@ -325,6 +325,9 @@ def test_sharing_probe_matches_a_direct_computation(tmp_path, scheme, granularit
             assert math.isnan(row.coupled_norm), row.name
         else:
             assert row.coupled_norm == pytest.approx(want_coupled, rel=1e-3, abs=1e-6), row.name
+            assert row.kernel_grad_norm > 0, row.name
+            if not scheme.startswith("transitionary"):  # maps of slices / orthonormal columns do not lengthen it
+                assert row.coupled_norm <= row.kernel_grad_norm * (1 + 1e-5), row.name
     assert layers["cos_align"].notna().any() and layers["coupled_norm"].notna().any()
 
     scalars = sharing_lab.read_table(run, "scalars").set_index("name")["value"]

@@ -36,7 +36,8 @@ def coupled_gradient(module, grad_b: torch.Tensor, used_a: tuple[int, int], used
 
 class SharingProbe(Probe):
     """Φ_l, Φ_code, gradient alignment (Eq. 3) and coupled-gradient norm per layer (tables ``layers``, ``pairs``,
-    scalars ``phi_code``, ``cos_align``, ``coupled_norm``)."""
+    scalars ``phi_code``, ``cos_align``, ``coupled_norm``, ``kernel_grad_norm``: the norm of the kernel gradients
+    G^b that the coupled norms map, so that the coupling can be read relative to the gradient's size)."""
 
     name = "sharing"
 
@@ -97,6 +98,7 @@ class SharingProbe(Probe):
         used = [view.space.layer_uses(arch) for arch in archs]
         layer_cos: list[list[int]] = [[] for _ in layers]
         layer_coupled: list[list[int]] = [[] for _ in layers]
+        layer_grad: list[list[int]] = [[] for _ in layers]  # ‖G^b‖ beside each coupled norm: the relative measure
         pair_rows, network_cos = [], []
         for a, b in itertools.combinations(range(len(archs)), 2):
             flat_a = torch.cat([g.flatten() for g in grads[a][0]])
@@ -116,6 +118,7 @@ class SharingProbe(Probe):
                 for first, second, g_second in ((ua, ub, grads[b][1][index]), (ub, ua, grads[a][1][index])):
                     if first != second and g_second is not None:
                         layer_coupled[index].append(later(coupled_gradient(module, g_second, first, second).norm()))
+                        layer_grad[index].append(later(g_second.norm()))
             pair_rows.append(dict(step=view.step, epoch=view.epoch, layer=-1, a=a, b=b,
                                   phi_pair=later(torch.as_tensor(total_phi)), cos=total_cos))
         values = torch.stack([v.to(pending[0].device) for v in pending]).tolist() if pending else []
@@ -124,18 +127,20 @@ class SharingProbe(Probe):
         layer_rows = [
             dict(step=view.step, epoch=view.epoch, layer=index, phi=values[phis[index]],
                  phi_code=values[codes[index]], cos_align=_mean([values[i] for i in layer_cos[index]]),
-                 coupled_norm=_mean([values[i] for i in layer_coupled[index]]), name=name)
+                 coupled_norm=_mean([values[i] for i in layer_coupled[index]]),
+                 kernel_grad_norm=_mean([values[i] for i in layer_grad[index]]), name=name)
             for index, (name, _) in enumerate(supernet.aps_layers())
         ]
         writer = view.writer
         writer.add("layers", layer_rows)
         writer.add("pairs", pair_rows)
         coupled = [row["coupled_norm"] for row, ids in zip(layer_rows, layer_coupled) if ids]
+        kernel_grads = [row["kernel_grad_norm"] for row, ids in zip(layer_rows, layer_coupled) if ids]
         writer.add("scalars", [
             dict(step=view.step, epoch=view.epoch, name=name, value=value)
             for name, value in (("phi_code", sum(values[i] for i in codes)),
                                 ("cos_align", _mean([values[i] for i in network_cos])),
-                                ("coupled_norm", _mean(coupled)))
+                                ("coupled_norm", _mean(coupled)), ("kernel_grad_norm", _mean(kernel_grads)))
         ])
 
 
