@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import ground_truth as gt
 from .config import Config
@@ -73,6 +72,8 @@ def load_truth(config: Config, space: SearchSpace) -> Truth | None:
 
 def rank_correlations(predicted: Sequence[float], truth: Sequence[float]) -> tuple[float, float]:
     """Kendall τ-b and Spearman ρ between two scorings of the same architectures (NaN if one is constant)."""
+    from scipy import stats  # imported here: it costs a second at the start of every run
+
     predicted, truth = np.asarray(predicted, dtype=float), np.asarray(truth, dtype=float)
     if np.ptp(predicted) == 0 or np.ptp(truth) == 0:
         return math.nan, math.nan

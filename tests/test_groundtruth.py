@@ -119,15 +119,16 @@ DEFAULT = "digits-resnet20-c1234"
 
 
 def test_the_default_space_table_is_complete_and_its_spread_is_the_one_the_readme_reports():
-    """The shipped table has every architecture for >= 3 seeds. Its spread misses the 5x requirement
-    (best - median = 2.6 x the mean standard error; README, "Ground truth of the embedded space"): this pins
-    the reported figures, so a rebuilt table must come with an updated README."""
+    """The shipped table has every architecture for >= 4 seeds (a build towards the declared 16 is under way:
+    6 rows of a fifth seed). Its spread misses the 5x requirement (best - median = 2.6 x the mean standard
+    error; README, "Ground truth of the embedded space"): this pins the reported figures, so a table built
+    further must come with an updated README."""
     rows = gt.groundtruth(DEFAULT)
-    assert rows.groupby("widths")["seed"].nunique().min() >= 3
-    assert rows["widths"].nunique() == 64 and len(rows) == 192
+    assert rows.groupby("widths")["seed"].nunique().min() == 4
+    assert rows["widths"].nunique() == 64 and len(rows) == 262
     figures = gt.spread(rows)
-    assert round(figures["ratio"], 1) == 2.6
-    assert round(100 * figures["best"], 2) == 97.22 and round(100 * figures["median"], 2) == 91.57
+    assert round(figures["ratio"], 2) == 2.62
+    assert round(100 * figures["best"], 2) == 97.22 and round(100 * figures["median"], 2) == 91.21
 
 
 def test_the_shipped_table_was_built_with_the_current_recipe_so_a_build_resumes_it():
@@ -143,22 +144,25 @@ SEARCH = ["model.name=resnet20", "model.granularity=stage", "model.widths=[2, 4]
           "data.batch_size=32", "data.reward_batch_size=16", "data.calibration_images=32", "probes.enabled=false"]
 
 
-@pytest.mark.parametrize("target", [None, "mid"])
-def test_a_search_on_a_space_with_ground_truth_is_scored_live(tiny_table, tmp_path, monkeypatch, target):
+@pytest.mark.parametrize(("target", "gt_every"), [(None, 1), ("mid", 1), (None, 2)])
+def test_a_search_on_a_space_with_ground_truth_is_scored_live(tiny_table, tmp_path, monkeypatch, target, gt_every):
+    """Scored at every ``gt_every``-th evaluation and at the end: three evaluations give 3 (every one) or 2
+    (the second and the last) whole-space scorings."""
 
     monkeypatch.setitem(gt.SPACES, TINY_SPACE.name, TINY_SPACE)
     monkeypatch.setattr(gt, "table_path", lambda name: tiny_table if name == TINY_SPACE.name else Path("/none"))
     rows = gt.summarise(gt.read_table_file(tiny_table)[0])
-    overrides = list(SEARCH)
+    overrides = [*SEARCH, f"search.gt_every={gt_every}"]
+    scored = 3 if gt_every == 1 else 2
     if target == "mid":
         overrides.append(f"search.flops_target={float(rows['macs'].median())}")
     config = apply_overrides(Config(), overrides)
     run = sharing_lab.run_search(config, out=tmp_path, name="scored", log=lambda _: None)
     scalars = read_table(run, "scalars")
     for name in ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob"):
-        assert (scalars["name"] == name).sum() == 3, name  # one per evaluation
+        assert (scalars["name"] == name).sum() == scored, name
     space = read_table(run, "space")
-    assert space.groupby("epoch").size().eq(8).all() and space["epoch"].nunique() == 3
+    assert space.groupby("epoch").size().eq(8).all() and space["epoch"].nunique() == scored
     assert space.groupby("epoch")["prob"].sum().between(0.999, 1.0 + 1e-6).all()
     beams = read_table(run, "archs").query("source == 'beam'")
     truth = rows.set_index("widths")
