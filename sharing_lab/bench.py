@@ -78,18 +78,19 @@ def transition_ms(device: torch.device, repeats: int, widths=(16, 32, 64, 96)) -
 
 
 def controller_step_ms(repeats: int, decisions: int = 19, candidates: int = 4) -> float:
-    """Median time of a controller sample with gradient plus its REINFORCE update (no supernet forward), on the
-    CPU, where the search keeps the controller."""
+    """Median time of a search step's controller work (no supernet forward), on the CPU, where the search keeps
+    the controller: the step's two architectures in one pass (one of them with its log-probability) and the
+    REINFORCE update."""
+    from .controller import Reinforce
+
     device = torch.device("cpu")
     controller = Controller([candidates] * decisions)
-    optimizer = torch.optim.Adam(controller.parameters(), lr=1e-4)
+    reinforce = Reinforce(controller, 1e-4, 4e-3, 0.99)
+    generator = torch.Generator().manual_seed(0)
 
     def step() -> None:
-        sample = controller.sample()
-        loss = -sample.log_prob * reward(0.5, 1.0, None)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        _, sample = controller.sample_many(None, generator, (True, False))
+        reinforce.update(sample, reward(0.5, 1.0, None))
 
     return statistics.median(elapsed_ms(step, device) for _ in range(repeats))
 
@@ -146,3 +147,78 @@ def probe_overhead(device: torch.device, run_dir, epochs: int = 3) -> dict:
     share = statistics.median(probe_s) / (every * statistics.median(epoch_s))
     return {"probe_overhead": share, "probe_s": statistics.median(probe_s), "epoch_s": statistics.median(epoch_s),
             "probe_every_epochs": every}
+
+
+def ops_report(model: str = "resnet20", batch: int = 32, widths=(16, 32, 64, 96), granularity: str = "conv",
+               scheme: str = "transitionary", archs: int = 4, seed: int = 0, tau: float = 1e-5,
+               image_size: int | None = None) -> dict:
+    """Aten operators per step of the search's pieces, counted by :class:`sharing_lab.opcount.OpCounter` on the
+    CPU (deterministic; DESIGN §7), paper preset by default (ResNet-20, one decision per conv, {16, 32, 64, 96},
+    transitionary, SGD 0.1/0.9/wd 2e-4 in its foreach form as on CUDA, controller as the search builds it).
+
+    ``train_step``: the loop's weight step (:func:`sharing_lab.training.train_step`: forward, backward, SGD);
+    ``forward``: the reward (no-grad forward under batch statistics, argmax, correct count); ``transition``:
+    :meth:`Supernet.transition` (Eq. 5 on every movable layer); ``controller``: one search step's controller
+    work (an architecture-only sample, a sample with gradient, :meth:`Reinforce.update`); ``plain_train_step``:
+    the plain network of the same widths. Each is the mean over ``archs`` random architectures (fixed seed),
+    counted on a second call (first calls fill caches), rounded to an integer. The counts do not depend on
+    ``batch`` or ``image_size`` (default: the model's), which only make the run slower or faster.
+    """
+    from .controller import Reinforce
+    from .evaluate import batch_statistics
+    from .opcount import count_ops
+    from .runtime import Runtime
+
+    runtime = Runtime(torch.device("cpu"))
+    layout = build_layout(model, granularity, list(widths), image_size=image_size)
+    space = SearchSpace(layout, get_scheme(scheme))
+    supernet = Supernet(space, seed)
+    optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4, foreach=True)
+    generator = torch.Generator().manual_seed(seed)
+    drawn = [space.sample_uniform(generator) for _ in range(archs)]  # first: the same for every batch size
+    size = layout.image_size
+    x = torch.randn(batch, layout.in_channels, size, size, generator=generator)
+    y = torch.randint(0, layout.num_classes, (batch,), generator=generator)
+    controller = Controller(space.num_candidates, 100, seed)
+    reinforce = Reinforce(controller, 1.6e-4, 4e-3, 0.99)
+    sample_generator = torch.Generator().manual_seed(seed + 1)
+
+    def flops_left(prefix) -> float:
+        return space.flops_left(prefix, None)
+
+    def reward_forward(arch) -> None:
+        with torch.no_grad(), batch_statistics(supernet):
+            (supernet(x, arch).argmax(1) == y).sum()
+
+    def controller_step() -> None:  # what loop.decide and loop.controller_step do on the controller
+        _, sample = controller.sample_many(flops_left, sample_generator, (True, False))
+        reinforce.update(sample, 0.5)
+
+    plains = {}
+
+    def plain_step(arch) -> None:
+        widths_now = layout.widths_of(arch)
+        if widths_now not in plains:
+            net = build_plain(layout, widths_now)
+            plains[widths_now] = (net, torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4,
+                                                       foreach=True))
+        train_step(*plains[widths_now], x, y, runtime)
+
+    pieces: dict[str, Callable[[tuple[int, ...]], object]] = {
+        "train_step": lambda arch: train_step(supernet, optimizer, x, y, runtime, arch),
+        "forward": reward_forward,
+        "transition": lambda arch: supernet.transition(tau),
+        "controller": lambda arch: controller_step(),
+        "plain_train_step": plain_step,
+    }
+    ops = {}
+    for name, piece in pieces.items():
+        totals = {"dispatched": 0, "launching": 0}
+        for arch in drawn:
+            piece(arch)  # warm: caches, optimiser state, the REINFORCE baseline
+            counts = count_ops(lambda arch=arch, piece=piece: piece(arch)).counts()
+            totals = {key: totals[key] + counts[key] for key in totals}
+        ops[name] = {key: round(value / len(drawn)) for key, value in totals.items()}
+    return {"ops": ops, "model": model, "batch": batch, "image_size": layout.image_size, "widths": list(widths),
+            "granularity": granularity, "scheme": scheme, "decisions": space.num_decisions, "archs": archs,
+            "seed": seed, "device": "cpu", "torch": torch.__version__}

@@ -256,15 +256,23 @@ def recipe(names, scale, out, jobs, threads, overrides) -> None:
               help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 @click.option("--memory-format", type=click.Choice(["auto", "contiguous", "channels_last"]), default="auto",
               show_default=True, help="auto: channels_last on CUDA.")
+@click.option("--ops", is_flag=True, help="Count the aten operators per step instead of timing (CPU, "
+              "deterministic; paper preset, batch 32 unless --batch is given).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def bench(device, repeats, batch, precision, memory_format, as_json) -> None:
-    """Measure the APS step against a plain network, the Φ update, probe overhead and throughput."""
+@click.pass_context
+def bench(ctx, device, repeats, batch, precision, memory_format, ops, as_json) -> None:
+    """Measure the APS step against a plain network, the Φ update, probe overhead and throughput; with --ops,
+    count the operators of the search's pieces per step instead."""
     import tempfile
     from pathlib import Path
 
     from .bench import probe_overhead, run_benchmarks
     from .runtime import resolve_device
 
+    if ops:
+        given = ctx.get_parameter_source("batch") is not click.core.ParameterSource.DEFAULT
+        _bench_ops(batch if given else 32, as_json)
+        return
     resolved = resolve_device(device)
     with tempfile.TemporaryDirectory() as scratch:
         probes = probe_overhead(resolved, Path(scratch))
@@ -285,6 +293,26 @@ def bench(device, repeats, batch, precision, memory_format, as_json) -> None:
     click.echo(f"images/s (APS step)            {report['images_per_s']:8.0f}")
     click.echo(f"probe overhead (default search) {report['probe_overhead']:7.1%}")
     click.echo(f"projected paper ResNet-20 search (600 epochs): {report['projected_paper_resnet20_search_h']:.1f} h")
+
+
+def _bench_ops(batch: int, as_json: bool) -> None:
+    """``bench --ops``: the operator counts of :func:`sharing_lab.bench.ops_report`, as JSON or a table."""
+    from .bench import ops_report
+
+    report = ops_report(batch=batch)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"aten operators per step (CPU, torch {report['torch']}): {report['model']}, widths "
+               f"{','.join(map(str, report['widths']))}, {report['granularity']} granularity, {report['scheme']}, "
+               f"batch {report['batch']}, mean over {report['archs']} random architectures")
+    labels = {"train_step": "supernet train step", "forward": "supernet no-grad forward (reward)",
+              "transition": "Eq. 5 over all layers", "controller": "controller, per search step",
+              "plain_train_step": "plain network train step, same widths"}
+    click.echo(f"{'':<40}{'dispatched':>12}{'launching':>12}")
+    for name, label in labels.items():
+        counts = report["ops"][name]
+        click.echo(f"{label:<40}{counts['dispatched']:>12}{counts['launching']:>12}")
 
 
 COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, claims, recipe, bench)

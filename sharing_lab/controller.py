@@ -3,6 +3,11 @@
 Input per decision: [embedding(previous action); one-hot(decision index); flops_left], with flops_left =
 (F_target − F_min(prefix)) / F_target, where F_min(prefix) is the MACs of the cheapest completion of the
 decisions taken so far (0 without a target). Two stacked LSTMCells, a linear head over candidates.
+
+Sampling draws every architecture a step needs in one batched pass over the decisions (one fused two-layer
+LSTM step per decision) with torch.multinomial's own rule, argmax p / q with q ~ Exp(1) drawn row by row, so
+the draws are those of sequential :meth:`Controller.sample` calls; the log-probability and entropy that
+REINFORCE differentiates come from one teacher-forced LSTM call over the sequence, with the cells' weights.
 """
 
 from __future__ import annotations
@@ -84,27 +89,97 @@ class Controller(nn.Module):
     ) -> Sample:
         """Sample an architecture (differentiable log-probability when grad is enabled). ``arch_only`` skips the
         log-probability, entropy and probabilities (NaN / empty), drawing the same architecture."""
-        state, previous, arch = self._initial_state(), self.start_token, []
-        log_prob, entropy, probs = 0.0, 0.0, []
-        for index in range(self.num_decisions):
-            left = flops_left(arch) if flops_left is not None else 0.0
-            logits, state = self.step(state, previous, index, left)
-            distribution = F.softmax(logits, dim=-1)
-            if greedy:
-                action = int(distribution.argmax())
-            else:
-                action = int(torch.multinomial(distribution.detach().cpu(), 1, generator=generator))
-            arch.append(action)
-            previous = action
-            if arch_only:
-                continue
-            log_dist = F.log_softmax(logits, dim=-1)
-            log_prob = log_prob + log_dist[action]
-            entropy = entropy - (distribution * log_dist.masked_fill(distribution == 0, 0.0)).sum()
-            probs.append(distribution.detach())
-        if arch_only:
-            return Sample(tuple(arch), torch.tensor(float("nan")), torch.tensor(float("nan")), [])
-        return Sample(tuple(arch), log_prob, entropy, probs)
+        return self.sample_many(flops_left, generator, (arch_only,), greedy)[0]
+
+    def sample_many(self, flops_left: FlopsLeft | None, generator: torch.Generator | None,
+                    arch_only: Sequence[bool], greedy: bool = False) -> list[Sample]:
+        """``len(arch_only)`` architectures in one batched pass, drawn as that many :meth:`sample` calls in a row
+        draw them (same generator use); those with ``arch_only`` False get their log-probability, entropy and
+        probabilities from one teacher-forced LSTM call (differentiable when grad is enabled)."""
+        archs, lefts = self._draw(len(arch_only), flops_left, generator, greedy)
+        forced = [row for row, only in enumerate(arch_only) if not only]
+        samples = [Sample(arch, self._nan, self._nan, []) for arch in archs]
+        if forced:
+            log_prob, entropy, probs = self._forced([archs[r] for r in forced], [lefts[r] for r in forced])
+            for column, row in enumerate(forced):
+                samples[row] = Sample(archs[row], log_prob[column], entropy[column], list(probs[:, column].unbind(0)))
+        return samples
+
+    @property
+    def _nan(self) -> torch.Tensor:
+        """The NaN an architecture-only sample carries as log-probability and entropy (made once)."""
+        if "_nan_value" not in self.__dict__:
+            self.__dict__["_nan_value"] = torch.tensor(float("nan"))
+        return self.__dict__["_nan_value"]
+
+    def _lstm_weights(self) -> list[torch.Tensor]:
+        """The two cells' parameters in the order of a fused two-layer LSTM (same gates, same weights)."""
+        return [p for cell in self.cells for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh)]
+
+    def _logits(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Head logits over candidates, -inf where ``mask`` (a decision without that candidate) is set."""
+        logits = self.head(hidden)
+        return logits if mask is None else logits.masked_fill(mask, float("-inf"))
+
+    @property
+    def _mask(self) -> torch.Tensor | None:
+        """(decisions, max candidates), True where a decision has no such candidate; None when none is missing."""
+        if "_mask_value" not in self.__dict__:
+            counts = torch.tensor(self.num_candidates).view(-1, 1)
+            missing = torch.arange(self.max_candidates).view(1, -1) >= counts
+            self.__dict__["_mask_value"] = missing if bool(missing.any()) else None
+        mask = self.__dict__["_mask_value"]
+        return None if mask is None else mask.to(self.head.weight.device)
+
+    @torch.no_grad()
+    def _draw(self, count: int, flops_left: FlopsLeft | None, generator: torch.Generator | None,
+              greedy: bool) -> tuple[list[tuple[int, ...]], list[list[float]]]:
+        """``count`` architectures, decision by decision, all rows in one LSTM step; and their flops_left inputs.
+
+        Draw as torch.multinomial(p, 1) draws: argmax p / q, q ~ Exp(1) with one variate per candidate (the
+        variates of row r are those of the r-th sequential call). Greedy: argmax p."""
+        device, weights, mask = self.head.weight.device, self._lstm_weights(), self._mask
+        steps, width = self.num_decisions, self.max_candidates
+        noise = None if greedy else torch.empty(count, steps, width).exponential_(generator=generator)
+        state = (torch.zeros(2, count, self.hidden, device=device),) * 2
+        previous = torch.full((count,), self.start_token, dtype=torch.long, device=device)
+        archs: list[list[int]] = [[] for _ in range(count)]
+        lefts: list[list[float]] = [[] for _ in range(count)]
+        chosen = []
+        for index in range(steps):
+            left = [flops_left(arch) if flops_left is not None else 0.0 for arch in archs]
+            for row, value in enumerate(left):
+                lefts[row].append(value)
+            x = torch.cat([self.embedding.weight.index_select(0, previous),
+                           self.positions[index].expand(count, -1), torch.tensor(left, device=device).view(-1, 1)], 1)
+            out, *state = torch._VF.lstm(x.unsqueeze(0), state, weights, True, 2, 0.0, False, False, False)
+            distribution = F.softmax(self._logits(out[0], None if mask is None else mask[index]), dim=-1)
+            chosen.append(distribution)
+            score = distribution if noise is None else distribution.cpu() / noise[:, index]
+            previous = score.argmax(-1).to(device)
+            for arch, action in zip(archs, previous.tolist()):
+                arch.append(action)
+        if not bool(torch.isfinite(torch.stack(chosen)).all()):
+            raise RuntimeError("probability tensor contains either `inf`, `nan` or element < 0")
+        return [tuple(arch) for arch in archs], lefts
+
+    def _forced(self, archs: Sequence[Sequence[int]], lefts: Sequence[Sequence[float]]):
+        """log π(a), entropy Σ_l H_l (both (count,)) and probabilities (decisions, count, candidates) of ``archs``
+        by teacher forcing: one LSTM call over the whole sequence of every row."""
+        device, steps, count = self.head.weight.device, self.num_decisions, len(archs)
+        actions = torch.tensor(archs, device=device).T  # (decisions, count)
+        previous = torch.cat([torch.full((1, count), self.start_token, device=device), actions[:-1]])
+        x = torch.cat([self.embedding(previous), self.positions.unsqueeze(1).expand(steps, count, steps),
+                       torch.tensor(lefts, device=device).T.unsqueeze(-1)], 2)
+        state = (torch.zeros(2, count, self.hidden, device=device),) * 2
+        out = torch._VF.lstm(x, state, self._lstm_weights(), True, 2, 0.0, torch.is_grad_enabled(), False, False)[0]
+        mask = self._mask
+        logits = self._logits(out, None if mask is None else mask.unsqueeze(1))
+        distribution = F.softmax(logits, dim=-1)
+        log_dist = F.log_softmax(logits, dim=-1)
+        log_prob = log_dist.gather(2, actions.unsqueeze(-1)).sum((0, 2))
+        entropy = -(distribution * log_dist.masked_fill(distribution == 0, 0.0)).sum((0, 2))
+        return log_prob, entropy, distribution.detach()
 
     def log_prob(self, arch: Sequence[int], flops_left: FlopsLeft | None = None) -> float:
         """log π(arch): the sequence log-likelihood used to rank architectures."""
@@ -124,7 +199,8 @@ class Reinforce:
 
     def __init__(self, controller: Controller, lr: float, entropy_weight: float, baseline_decay: float) -> None:
         self.controller = controller
-        self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-3)
+        self.optimizer = torch.optim.Adam(controller.parameters(), lr=lr, betas=(0.5, 0.999), weight_decay=1e-3,
+                                          foreach=True)
         self.entropy_weight = entropy_weight
         self.baseline_decay = baseline_decay
         self.baseline: float | None = None
@@ -146,6 +222,8 @@ class Reinforce:
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # a checkpoint of the per-parameter loop: same update, fused
+            group["foreach"] = True
         self.baseline = state["baseline"]
 
 

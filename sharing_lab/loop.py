@@ -149,7 +149,7 @@ def train_epoch(search: Search) -> dict[str, float]:
         return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
     state.model.train()  # evaluation switches to eval mode between epochs only
-    for x, y in batches:
+    for x, y in _one_ahead(batches):
         try:
             arch, reward_arch, sample = decide(search, search_phase)
         except RuntimeError:  # torch.multinomial refuses NaN probabilities: the controller diverged
@@ -169,11 +169,12 @@ def train_epoch(search: Search) -> dict[str, float]:
         totals["macs"] += search.space.macs(arch)
         totals["steps"] += 1
         if search_phase:
-            value, entropy = controller_step(search, reward_arch, sample)
+            correct = reward_forward(search, reward_arch)
+            if state.step % cfg.sharing.transition_every == 0:  # issued before the reward is read (same order)
+                state.supernet.transition(cfg.sharing.tau)
+            value, entropy = controller_step(search, reward_arch, sample, correct)
             totals["reward"] += value
             totals["entropy"] += entropy
-            if state.step % cfg.sharing.transition_every == 0:
-                state.supernet.transition(cfg.sharing.tau)
         state.step += 1
         if group.is_main:
             for probe in state.probes:
@@ -207,25 +208,47 @@ def decide(search: Search, search_phase: bool) -> tuple[tuple[int, ...], tuple[i
     count, sample, decided = search.space.num_decisions, None, None
     if search.group.is_main:
         generator = state.generators["sample"]
-        if search_phase:
-            with torch.no_grad():
-                decided = state.controller.sample(search.flops_left, generator, arch_only=True).arch
-            sample = state.controller.sample(search.flops_left, generator)
-            decided = decided + sample.arch
+        if search_phase:  # one batched pass; the draws of two sample() calls in a row
+            first, sample = state.controller.sample_many(search.flops_left, generator, (True, False))
+            decided = first.arch + sample.arch
         else:
             decided = search.space.sample_uniform(generator)
     decided = search.group.broadcast_ints(decided, 2 * count if search_phase else count)
     return decided[:count], decided[count:], sample
 
 
-def controller_step(search: Search, arch: tuple[int, ...], sample) -> tuple[float, float]:
-    """Reward of ``arch`` on a held-out batch (split over the ranks) and, on rank 0, the REINFORCE update."""
+def _one_ahead(batches):
+    """``batches`` with the next batch made (its copies and augmentation issued) before the current one is handed
+    out, so a device works on it while the host waits for the reward; the batches and their order are unchanged
+    (:meth:`sharing_lab.data.Dataset.batches` draws all its randomness up front)."""
+    iterator = iter(batches)
+    current = next(iterator, None)
+    while current is not None:
+        following = next(iterator, None)
+        yield current
+        current = following
+
+
+def reward_forward(search: Search, arch: tuple[int, ...]) -> torch.Tensor:
+    """This rank's count of correct predictions of ``arch`` on a held-out batch (its share of the reward batch), a
+    0-d tensor on the device, not read back (:func:`controller_step` reads it)."""
     state, group = search.state, search.group
-    size = search.config.data.reward_batch_size
-    indices = torch.randint(search.data.split_size("val"), (size,), generator=state.generators["reward"])
+    indices = torch.randint(search.data.split_size("val"), (search.config.data.reward_batch_size,),
+                            generator=state.generators["reward"])
     x, y = search.data.batch("val", group.shard(indices), device=search.device)
     with torch.no_grad(), batch_statistics(state.supernet), search.runtime.autocast():
-        correct = (state.supernet(search.runtime.input(x), arch).argmax(1) == y).sum()
+        return (state.supernet(search.runtime.input(x), arch).argmax(1) == y).sum()
+
+
+def controller_step(search: Search, arch: tuple[int, ...], sample,
+                    correct: torch.Tensor | None = None) -> tuple[float, float]:
+    """Reward acc·(F/F_target)^β of ``arch`` from its correct count on the held-out batch (``correct`` from
+    :func:`reward_forward`, made here when None; summed over the ranks) and, on rank 0, the REINFORCE update.
+    Returns (reward, entropy of the sample) on rank 0, zeros elsewhere."""
+    state, group = search.state, search.group
+    size = search.config.data.reward_batch_size
+    if correct is None:
+        correct = reward_forward(search, arch)
     acc = float(group.sum(correct)) / size  # the step's one wait for the device
     if not group.is_main:
         return 0.0, 0.0

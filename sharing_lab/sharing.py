@@ -104,7 +104,12 @@ def transition_layers(layers: Sequence[tuple[Sequence[torch.Tensor], Sequence[to
     """Eq. 5 on many layers at once, ``layers`` being (P, Q, update_P, update_Q) tuples, in place. Sides of equal
     shapes are batched (per-op overhead, not arithmetic, dominates at the embedded scale). Returns the network
     Φ = Σ_l Φ_l before the step, as a 0-d tensor on the transforms' device (not read back, so a GPU step does
-    not wait for it)."""
+    not wait for it). ``layers`` with a ``fused`` attribute (:class:`FusedPlans`, what a supernet whose
+    transforms live in :class:`SideBank` buffers passes) take that fused step: the same arithmetic in a few
+    ops per bank."""
+    fused = getattr(layers, "fused", None)
+    if fused is not None:
+        return fused(tau)
     sides = [side for P, Q, _, _ in layers for side in (P, Q)]
     moves = [flag for _, _, update_P, update_Q in layers for flag in (update_P, update_Q)]
     groups: dict[tuple, list[int]] = {}
@@ -132,6 +137,103 @@ def transition_layers(layers: Sequence[tuple[Sequence[torch.Tensor], Sequence[to
                 for target, b in zip(sides[index], blocks):
                     target.copy_(updated[row, :, b])
     return sum(levels[2 * layer] * levels[2 * layer + 1] for layer in range(len(layers)))
+
+
+class SideBank:
+    """The transforms of ``count`` sides with candidates c_1 … c_A and meta width M in one buffer (S, M, Σc + 1).
+
+    Side s's T^a is the view ``buffer[s, :, off_a : off_a + c_a]`` (what its module holds as a buffer), so the
+    concatenation [T^1 … T^A] of every side is one strided view (:attr:`stacked`, the matrix of Eq. 5) and the
+    last column stays zero: the padding that :meth:`gather` reads to hand out padded P^{oᵀ} / Q^{iᵀ} for the
+    batched Eq. 2 (sharing_lab.aps.KernelGroup).
+    """
+
+    def __init__(self, widths: Sequence[int], meta: int, count: int, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
+        self.widths, self.meta, self.count = tuple(int(w) for w in widths), int(meta), int(count)
+        self.blocks = _blocks(self.widths)
+        self.columns = sum(self.widths)
+        self.pad = max(self.widths)
+        self.buffer = torch.zeros(count, meta, self.columns + 1, dtype=dtype, device=device)
+        self.stacked = self.buffer[:, :, : self.columns]
+        self._rows_view = self.buffer.transpose(1, 2)  # (S, Σc + 1, M): row r of side s is column r of its T
+        mask = torch.zeros(self.columns, self.columns, dtype=torch.bool)
+        for b in self.blocks:
+            mask[b, b] = True
+        self.block_mask = mask.to(self.buffer.device)
+        self._rows: dict[tuple[int, int], torch.Tensor] = {}
+
+    def view(self, side: int, candidate: int) -> torch.Tensor:
+        """T^a of ``side`` (M × c_a), a view into the buffer."""
+        b = self.blocks[candidate]
+        return self.buffer[side, :, b]
+
+    def rows(self, side: int, candidate: int) -> torch.Tensor:
+        """(2, max c) indices (side, column) that :meth:`gather` turns into T^{aᵀ} padded with zero rows (cached)."""
+        key = (side, candidate)
+        if key not in self._rows:
+            b = self.blocks[candidate]
+            columns = torch.full((self.pad,), self.columns, dtype=torch.long)
+            columns[: b.stop - b.start] = torch.arange(b.start, b.stop)
+            self._rows[key] = torch.stack([torch.full_like(columns, side), columns]).to(self.buffer.device)
+        return self._rows[key]
+
+    def gather(self, rows: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The transposed, zero-padded transforms named by ``rows`` (from :meth:`rows`): (N, max c, M), one op."""
+        index = torch.cat(list(rows), dim=1) if len(rows) > 1 else rows[0]
+        return self._rows_view[index[0], index[1]].view(len(rows), self.pad, self.meta)
+
+
+class FusedPlans(list):
+    """The (P, Q, update_P, update_Q) plans of a network's movable layers, with ``fused(tau)``: the same Eq. 5
+    step done on the :class:`SideBank` buffers the matrices are views of (:func:`transition_layers` takes it)."""
+
+    def __init__(self, plans: Sequence, fused) -> None:
+        super().__init__(plans)
+        self.fused = fused
+
+
+class FusedTransition:
+    """Eq. 5 on every movable layer of a network whose transforms live in :class:`SideBank` buffers.
+
+    The arithmetic of :func:`transition_layers` op for op (Gram, Eq. 4 factors by :func:`gram_level`, closed-form
+    gradient, partner factor, Π_U), so on the CPU the transforms come out bitwise equal, in a few ops per bank
+    instead of a few per layer. ``banks`` with per-side ``moves`` flags; ``fixed`` the constant Eq. 4 factors
+    of sides outside the banks (image channels, classes, a depthwise layer's 1); ``pairs`` (n_layers, 2) and
+    ``partners`` (one per bank side) index the vector [bank factors…, fixed].
+    """
+
+    def __init__(self, banks: Sequence[SideBank], moves: Sequence[Sequence[bool]], fixed: torch.Tensor,
+                 pairs: torch.Tensor, partners: torch.Tensor) -> None:
+        self.banks, self.fixed = list(banks), fixed
+        self.moves = [None if all(flags) else torch.tensor(flags, device=bank.buffer.device).view(-1, 1, 1)
+                      for bank, flags in zip(banks, moves)]
+        self.moving = [any(flags) for flags in moves]
+        self.pairs, self.partners = pairs, partners
+
+    @torch.no_grad()
+    def __call__(self, tau: float) -> torch.Tensor:
+        grams, levels = [], []
+        for bank in self.banks:
+            stacked = bank.stacked
+            gram = torch.bmm(stacked.transpose(1, 2), stacked)
+            grams.append(gram)
+            levels.append(gram_level(gram, bank.blocks))
+        factors = torch.cat([*levels, self.fixed])
+        partner_all = factors.index_select(0, self.partners)
+        start = 0
+        for bank, gram, moves, moving in zip(self.banks, grams, self.moves, self.moving):
+            partner = partner_all[start: start + bank.count].view(-1, 1, 1)
+            start += bank.count
+            if not moving:
+                continue
+            stacked = bank.stacked
+            diagonal = gram.where(bank.block_mask, 0.0)
+            grad = 2.0 * (torch.bmm(stacked, gram) + torch.bmm(stacked, diagonal))
+            updated = normalize_columns(stacked - tau * partner * grad)
+            stacked.copy_(updated if moves is None else torch.where(moves, updated, stacked))
+        pair = factors[self.pairs]
+        return (pair[:, 0] * pair[:, 1]).sum()
 
 
 def random_semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None,

@@ -38,3 +38,27 @@ def test_bench_refuses_an_unknown_precision(capsys):
         main(["bench", "--device", "cpu", "--precision", "fp8"])
     assert exit_info.value.code == 2
     assert "fp8" in capsys.readouterr().err
+
+
+def _bench_ops(*args: str) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--ops", "--batch", "2", *args])
+    assert exit_info.value.code == 0
+    return out.getvalue()
+
+
+def test_bench_ops_json_prints_the_counts_of_every_piece():
+    """``bench --ops --json`` (issue 14): the operator counts per step, paper preset; the numbers themselves are
+    pinned in tests/test_opcount.py."""
+    report = json.loads(_bench_ops("--json"))
+    assert set(report["ops"]) == {"train_step", "forward", "transition", "controller", "plain_train_step"}
+    for counts in report["ops"].values():
+        assert set(counts) == {"dispatched", "launching"} and 0 < counts["launching"] <= counts["dispatched"]
+    assert (report["model"], report["batch"], report["widths"]) == ("resnet20", 2, [16, 32, 64, 96])
+
+
+def test_bench_ops_prints_a_table():
+    text = _bench_ops()
+    assert "dispatched" in text and "launching" in text
+    assert "supernet train step" in text and "controller, per search step" in text

@@ -126,6 +126,25 @@ def test_warmup_epoch_does_not_wait_for_the_gpu_per_step(tmp_path):
 
 
 @cuda
+def test_a_search_step_waits_for_the_gpu_once(tmp_path):
+    """Issue 14: in the search phase the reward is the one device-to-host wait of a step (Eq. 5 and the next
+    batch are issued before it is read)."""
+    config = apply_overrides(Config(), [*TINY, "device=cuda", "data.batch_size=16", "probes.enabled=false",
+                                        "search.warmup_epochs=0"])
+    search = _open(config, tmp_path / "run", log=lambda message: None)
+    loop.train_epoch(search)  # cuDNN tuning, first copies, the kernel groups' index caches
+    steps = search.state.steps_per_epoch
+    with pytest.warns(UserWarning) as caught:
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            loop.train_epoch(search)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    waits = [w for w in caught if "synchroniz" in str(w.message)]
+    assert len(waits) <= steps + 3, [str(w.message) for w in waits]  # one per step, and the epoch's totals
+
+
+@cuda
 def test_short_search_on_gpu_end_to_end(tmp_path):
     config = apply_overrides(Config(), [*TINY, "device=cuda"])
     summary = loop.run(_open(config, tmp_path / "run", log=lambda message: None))

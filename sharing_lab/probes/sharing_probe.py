@@ -25,11 +25,11 @@ def _cos(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def coupled_gradient(module, grad_b: torch.Tensor, used_a: tuple[int, int], used_b: tuple[int, int]) -> torch.Tensor:
     """(Q^a)ᵀQ^b G^b (P^b)ᵀP^a of Section 3.3: the part of b's kernel gradient G^b that lands on a's kernel."""
     (i_a, o_a), (i_b, o_b) = used_a, used_b
-    P = module.out_side.matrices
+    P = module.out_side.dense
     out_map = P[o_a].T @ P[o_b]
     if module.in_side is None:  # depthwise: no input mixing
         return torch.einsum("xu,uj...->xj...", out_map, grad_b)
-    Q = module.in_side.matrices
+    Q = module.in_side.dense
     in_map = Q[i_b].T @ Q[i_a]
     return torch.einsum("xu,uv...,vy->xy...", out_map, grad_b, in_map)
 
@@ -90,8 +90,9 @@ class SharingProbe(Probe):
             pending.append(value.double().reshape(()))
             return len(pending) - 1
 
-        phis = [later(phi(*m.sides())) for m in layers]
-        codes = [later(phi_code(*m.sides())) for m in layers]
+        sides = [_dense_sides(m) for m in layers]
+        phis = [later(phi(*pair)) for pair in sides]
+        codes = [later(phi_code(*pair)) for pair in sides]
         x, y = view.batch(self.probe_batch)
         archs = [view.space.sample_uniform(self.generator) for _ in range(self.align_archs)]
         grads = [self._gradients(supernet, x, y, arch) for arch in archs]
@@ -144,13 +145,20 @@ class SharingProbe(Probe):
         ])
 
 
+def _dense_sides(module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The layer's (P list, Q list) as contiguous matrices (a supernet's are views into its side banks, and a
+    small matrix product rounds by its operands' strides: the probes' values stay those of per-layer tensors)."""
+    P, Q = module.sides()
+    return [t.contiguous() for t in P], [t.contiguous() for t in Q]
+
+
 def _pair_phi(module, used_a: tuple[int, int], used_b: tuple[int, int]) -> torch.Tensor:
     """φ(i, o; ĩ, õ) of Definition 3.1 for this layer's candidates under two architectures (float64, 0-d)."""
     (i_a, o_a), (i_b, o_b) = used_a, used_b
-    P = module.out_side.matrices
+    P = module.out_side.dense
     if module.in_side is None:
         return pair_level(P[o_a], P[o_b])
-    Q = module.in_side.matrices
+    Q = module.in_side.dense
     return pair_level(P[o_a], P[o_b], Q[i_a], Q[i_b])
 
 
