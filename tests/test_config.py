@@ -316,8 +316,9 @@ def test_a_format_1_config_json_written_before_the_redesign_is_read(tmp_path):
     assert not set(old) - set(defaults)
     read = _flat(to_dict(config))
     assert {key: read[key] for key in old} == old  # every saved value is read back as written
-    # the fixture holds the defaults of its time; the embedded space, its τ and retraining epochs changed since
-    changed = {"model.widths": [4, 8, 12, 16], "sharing.tau": 1e-5, "retrain.epochs": 40}
+    # the fixture holds the defaults of its time; the embedded space, its schedule, τ and retraining changed since
+    changed = {"model.widths": [4, 8, 12, 16], "sharing.tau": 1e-5, "retrain.epochs": 40, "search.epochs": 60,
+               "search.warmup_epochs": 20, "search.eval_every": 10, "data.calibration_images": 2048}
     assert {key: old[key] for key in changed} == changed
     assert {key: old[key] for key in old if key not in changed} == {key: defaults[key] for key in old
                                                                      if key not in changed}
