@@ -50,7 +50,7 @@ def resolve(request: Request) -> tuple[cfgmod.Config, Path | None]:
         # Options given with --resume may repeat the run's own settings; only a diverged run may change the rates.
         given = cfgmod.load_toml(request.config_file, base=saved) if request.config_file else saved
         wanted = cfgmod.apply_overrides(given, overrides)
-        changed = cfgmod.differences(saved, wanted)
+        changed = cfgmod.training_differences(saved, wanted)  # logging.* may change
         fixed = [key for key in changed if key not in cfgmod.RESUME_CHANGEABLE]
         if fixed:
             raise InputError(f"--resume {run_dir}: the given options change {', '.join(fixed)} "

@@ -44,7 +44,7 @@ SUMMARY = "summary.json"
 EXPORT = "arch.json"
 LOCK = "run.lock"
 DIVERGED = "diverged.json"  # written when training diverged; allows a resume that changes the learning rates
-CONFIG_FORMAT = 2  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"
+CONFIG_FORMAT = 3  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"; 3: "logging"
 MAX_NAME = 100  # characters in a run name
 
 
