@@ -55,7 +55,7 @@ class RecipeTask:
 
         return run_job(job, Path(self.out), list(self.extra), self.threads)
 
-    def checkpoint(self, job: Job):
+    def checkpoint(self, job: Job) -> object:  # a submitit.helpers.DelayedSubmission
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self, job)
@@ -83,7 +83,7 @@ def _local(jobs: list[Job], out: Path, extra: list[str], settings: ExecutorConfi
 
 
 # --- SLURM through submitit ------------------------------------------------------------------------------------
-def slurm_executor(out: Path, settings: ExecutorConfig):
+def slurm_executor(out: Path, settings: ExecutorConfig) -> object:  # a submitit.AutoExecutor
     """A submitit executor for ``settings`` (``cluster = "slurm"`` needs ``sbatch``; ``"local"`` runs the jobs
     on this machine, all at once, through submitit's local executor)."""
     submitit = require("submitit", "--executor slurm")
