@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_sweeps import COMMANDS as SWEEP_COMMANDS
 from .cli_tools import COMMANDS
 from .console import fail, log, progress
 from .errors import InputError, describe_os_error, describe_out_of_memory, is_out_of_memory
@@ -89,6 +90,7 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
             sys.exit(2)
         raise
     finally:
+        search.writer.close()
         close_group(group)
         rundir.release(search_dir)
     if quiet:
@@ -206,7 +208,7 @@ def retrain_command(source, top, overrides, out, name) -> None:
     click.echo(f"records: {run_dir}/{{retrain,retrain_curves}}/*.parquet")
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, *SWEEP_COMMANDS):
     cli.add_command(_command)
 
 

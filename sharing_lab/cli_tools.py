@@ -231,20 +231,43 @@ def claims(paths, as_json) -> None:
 @click.argument("names", nargs=-1, required=True)
 @click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Runs in parallel.")
-@click.option("--threads", type=click.IntRange(min=2), default=2, show_default=True, help="Threads per run.")
+@click.option("--executor", "kind", type=click.Choice(["local", "slurm", "ray"]),
+              help="Where the runs go: local worker processes (default), SLURM (submitit) or Ray.")
+@click.option("--executor-config", type=click.Path(dir_okay=False), help="TOML file with an [executor] table.")
+@click.option("--executor-set", "executor_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Executor option (partition, time_min, gpus_per_job, cpus_per_job, address, num_cpus, …).")
+@click.option("--jobs", type=click.IntRange(min=1), help="Local executor: runs in parallel (default 1).")
+@click.option("--threads", type=click.IntRange(min=2), help="Torch threads per run (default 2).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every run.")
-def recipe(names, scale, out, jobs, threads, overrides) -> None:
-    """Run analysis recipes (oit, overlap, tau, topn, all): the runs that feed the figures."""
+def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, threads, overrides) -> None:
+    """Run analysis recipes (oit, overlap, tau, topn, all) or sweep files (NAME.toml with a [sweep] table): the
+    runs that feed the figures. Finished runs are skipped and stopped, killed or preempted ones resumed, so a
+    recipe is resumed by submitting it again. Executor options: defaults < the sweep file's [executor] table <
+    --executor-config < --executor/--jobs/--threads < --executor-set."""
     from pathlib import Path
 
-    from .recipes import run_recipe
+    from .config import executor_config as make_settings
+    from .executors import SUBMITTED
+    from .recipes import executor_table, run_recipe
 
-    results = run_recipe(list(names), scale, Path(out), jobs, list(overrides), threads, log)
-    failed = [name for name, status in results.items() if status != 0]
+    settings = None
+    for name in names:
+        if name.endswith(".toml") and Path(name).is_file():
+            settings = make_settings(executor_table(name), base=settings)
+    if executor_config:
+        settings = make_settings(executor_table(executor_config), base=settings)
+    given = {"kind": kind, "jobs": jobs, "threads": threads}
+    settings = make_settings({k: v for k, v in given.items() if v is not None}, list(executor_overrides), settings)
+    results = run_recipe(list(names), scale, Path(out), list(overrides), settings, log)
+    failed = [name for name, status in results.items() if status not in (0, SUBMITTED)]
+    submitted = [name for name, status in results.items() if status == SUBMITTED]
+    if submitted:
+        click.echo(f"{len(submitted)} runs submitted; their state: sharing-lab runs {out}; submit the same command "
+                   "again once they ended to resume any that were stopped")
+        return
     click.echo(f"{len(results) - len(failed)} of {len(results)} runs finished in {out}")
     if failed:
-        fail(f"runs failed: {', '.join(failed)} (see {out}/<name>.log)", 1)
+        fail(f"runs failed: {', '.join(failed)} (see {out}/<name>.log); submitting the recipe again resumes them", 1)
     click.echo(f"plot them: sharing-lab plot all {out} --out figures")
 
 

@@ -105,6 +105,13 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class LoggingConfig:
+    """Where a run's records are mirrored besides Parquet (the record of truth); changes nothing in training."""
+
+    tensorboard: bool = False  # TensorBoard event files in RUN/tensorboard/, written at every flush of the records
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -113,6 +120,7 @@ class Config:
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda, cuda:N
 
@@ -282,6 +290,8 @@ _CHOICES = {"search.lr_schedule": ("cosine", "step"), "search.bn_evaluation": ("
 # Keys a resume may change, only when the run diverged (sharing_lab.loop.diverged): the rates that make a step
 # explode. Everything else a resume must repeat or leave out.
 RESUME_CHANGEABLE = ("search.lr", "search.controller_lr", "sharing.tau")
+# Sections that change nothing in training: a resume may always change them (sharing_lab.launch.resolve).
+RESUME_FREE = ("logging",)
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
@@ -338,3 +348,61 @@ def differences(a: Config | dict, b: Config | dict) -> list[str]:
     keys = list(flat_a) + [key for key in flat_b if key not in flat_a]
     missing = object()
     return [key for key in keys if not _same(flat_a.get(key, missing), flat_b.get(key, missing))]
+
+
+def training_differences(a: Config | dict, b: Config | dict) -> list[str]:
+    """:func:`differences` without the keys of the :data:`RESUME_FREE` sections (they do not change training)."""
+    return [key for key in differences(a, b) if key.partition(".")[0] not in RESUME_FREE]
+
+
+# --- how a recipe's runs are executed (sharing_lab.executors); not part of a run's configuration --------------
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where and how a recipe's searches run: ``sharing-lab recipe --executor``, an ``[executor]`` TOML table,
+    ``--executor-set key=value``."""
+
+    kind: str = "local"  # local (worker processes here), slurm (submitit), ray
+    jobs: int = 1  # local: runs at once
+    threads: int = 2  # torch threads per run (at least 2: one thread crashes torch 2.13's CPU build)
+    cpus_per_job: int = 2  # slurm, ray: CPUs requested per run
+    gpus_per_job: int = 0  # slurm, ray: GPUs requested per run
+    retries: int = 3  # slurm: requeues on timeout or preemption; ray: restarts of a task whose worker died
+    wait: bool = True  # slurm: wait for the jobs and report them (false: submit and return)
+    cluster: str = "slurm"  # slurm: submitit's cluster; "local" runs the jobs here through submitit (a dry run)
+    folder: str | None = None  # slurm: submitit's folder (job logs, pickles); default OUT/.submitit
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time_min: int = 240  # slurm: time limit per job, minutes
+    mem_gb: float | None = None  # slurm: memory per job
+    array_parallelism: int = 64  # slurm: array tasks running at once
+    address: str | None = None  # ray: cluster address ("auto", "ray://HOST:10001"); None starts a local cluster
+    num_cpus: int | None = None  # ray: CPUs of the local cluster it starts (None: every core)
+    num_gpus: int | None = None  # ray: GPUs of the local cluster it starts (None: every GPU)
+
+
+_EXECUTOR_MIN = {"jobs": 1, "threads": 2, "cpus_per_job": 1, "gpus_per_job": 0, "retries": 0, "time_min": 1,
+                 "array_parallelism": 1, "num_cpus": 1, "num_gpus": 0}
+EXECUTORS = ("local", "slurm", "ray")
+
+
+def executor_config(mapping: dict | None = None, overrides: list[str] = (), base: ExecutorConfig | None = None
+                    ) -> ExecutorConfig:
+    """An :class:`ExecutorConfig`: ``base`` (defaults if None), then the ``[executor]`` table ``mapping``, then
+    ``key=value`` overrides (TOML values); refuses unknown keys, wrong types and values below their minimum."""
+    settings = base or ExecutorConfig()
+    hints = _hints(ExecutorConfig)
+    items = [(str(k), v) for k, v in (mapping or {}).items()] + [parse_override(text) for text in overrides]
+    for key, value in items:
+        if key not in hints:
+            raise InputError(f"unknown executor key {key!r}; known: {', '.join(hints)}")
+        settings = dataclasses.replace(settings, **{key: _coerce(value, hints[key], f"executor.{key}")})
+    if settings.kind not in EXECUTORS:
+        raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {settings.kind!r}")
+    for key, low in _EXECUTOR_MIN.items():
+        value = getattr(settings, key)
+        if value is not None and value < low:
+            raise InputError(f"executor.{key} must be at least {low}, got {value}")
+    return settings
+

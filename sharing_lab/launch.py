@@ -19,6 +19,7 @@ from . import config as cfgmod
 from . import rundir
 from .distributed import Group, close_group, init_group
 from .errors import InputError
+from .extras import require
 from .layout import Channels, Layout, build_layout
 from .loop import Search, open_search, run
 from .probes import Probe
@@ -50,7 +51,7 @@ def resolve(request: Request) -> tuple[cfgmod.Config, Path | None]:
         # Options given with --resume may repeat the run's own settings; only a diverged run may change the rates.
         given = cfgmod.load_toml(request.config_file, base=saved) if request.config_file else saved
         wanted = cfgmod.apply_overrides(given, overrides)
-        changed = cfgmod.differences(saved, wanted)
+        changed = cfgmod.training_differences(saved, wanted)  # logging.* may change
         fixed = [key for key in changed if key not in cfgmod.RESUME_CHANGEABLE]
         if fixed:
             raise InputError(f"--resume {run_dir}: the given options change {', '.join(fixed)} "
@@ -61,6 +62,7 @@ def resolve(request: Request) -> tuple[cfgmod.Config, Path | None]:
         if (run_dir / rundir.SUMMARY).exists():
             raise InputError(f"run {run_dir} has already finished")
         cfgmod.check(wanted)  # no memory prediction: the run was started, so its supernet fitted
+        check_extras(wanted)
         return wanted, run_dir
     if request.name is not None:
         rundir.check_name(request.name)
@@ -71,7 +73,15 @@ def resolve(request: Request) -> tuple[cfgmod.Config, Path | None]:
     config = cfgmod.apply_overrides(config, overrides)
     cfgmod.check(config)
     check_memory(config)
+    check_extras(config)
     return config, None
+
+
+def check_extras(config: cfgmod.Config) -> None:
+    """Refuse, before anything is made, options whose optional package is not installed
+    (``logging.tensorboard`` needs tensorboard: ``sharing-lab[tensorboard]``)."""
+    if config.logging.tensorboard:
+        require("torch.utils.tensorboard", "logging.tensorboard")
 
 
 def supernet_size(layout: Layout, affine: bool = False) -> tuple[int, int]:
@@ -149,6 +159,10 @@ def start(request: Request, ranks: tuple[int, int, int] = (0, 1, 0), log: Callab
         run_dir = Path(value)
         try:
             search = open_search(config, run_dir, log=log, progress=progress, probes=probes, group=group)
+            if config.logging.tensorboard and group.is_main:  # TensorBoard events mirror each flushed part
+                from .tensorboard import EventSink
+
+                search.writer.sinks.append(EventSink(run_dir / rundir.TENSORBOARD))
             if search.device.type == "cuda":  # a few hundred (width, stride) shapes, each tuned once
                 torch.backends.cudnn.benchmark = True
         except BaseException:
@@ -189,6 +203,7 @@ def run_search(config: cfgmod.Config | str | Path | None = None, out: str | Path
     try:
         run(search)
     finally:
+        search.writer.close()
         close_group(group)
         rundir.release(search.run_dir)
     return search.run_dir

@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from . import rundir
-from .config import RESUME_CHANGEABLE, Config, check, differences, flat, to_dict
+from .config import RESUME_CHANGEABLE, RESUME_FREE, Config, check, differences, flat, to_dict
 from .controller import reward
 from .data import Dataset, load_data
 from .distributed import SINGLE, Group
@@ -327,8 +327,9 @@ def resume(search: Search) -> bool:
             if param_group["lr"] != cfg.search.controller_lr:
                 param_group["lr"] = cfg.search.controller_lr
         previous = rundir.read_config(search.run_dir)[0] if (search.run_dir / rundir.CONFIG).is_file() else cfg
-        changed = differences(previous, cfg)
-        if changed and set(changed) <= set(RESUME_CHANGEABLE) and search.group.is_main:
+        changed = differences(previous, cfg)  # logging.* (RESUME_FREE) may change on any resume
+        training = [key for key in changed if key.partition(".")[0] not in RESUME_FREE]
+        if changed and set(training) <= set(RESUME_CHANGEABLE) and search.group.is_main:
             old, new = flat(previous), flat(cfg)
             rundir.record_resume(search.run_dir, cfg, {k: (old[k], new[k]) for k in changed}, state.epoch)
         search.log(f"resuming {search.run_dir} at epoch {state.epoch + 1}")

@@ -1,20 +1,22 @@
-"""Analysis recipes: the sets of runs each figure needs (paper Section 5.2), embedded or at paper scale.
+"""Analysis recipes: the sets of runs each figure needs (paper Section 5.2), embedded or at paper scale, and
+sweeps of one's own from a TOML file (:func:`load_sweep`).
 
 A recipe is a list of jobs; a job is one search (:func:`sharing_lab.run_search`: name + ``key=value``
-overrides over a base configuration) optionally followed by retraining its top-N from scratch. Jobs run in
-worker processes (spawned, so each has its own torch threads), a few at a time, so a recipe's runs can use
-several cores or GPUs. Finished runs are skipped and stopped ones resumed, so an interrupted recipe can simply
-be started again.
+overrides over a base configuration) optionally followed by retraining its top-N from scratch. Jobs run where
+the executor says (:mod:`sharing_lab.executors`: worker processes here, SLURM through submitit, or Ray), each
+in its own process with its own torch threads. Finished runs are not submitted again and stopped ones are
+resumed, so an interrupted, killed or preempted recipe can simply be submitted again.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import itertools
+import tomllib
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import ExecutorConfig, parse_override
 from .errors import InputError
 
 # Embedded (digits, CPU) base settings. The O/I/T comparison runs longer than the default search so that
@@ -83,9 +85,18 @@ def recipes(scale: str = "embedded") -> dict[str, Recipe]:
     return table
 
 
+def job_done(job: Job, out: Path) -> bool:
+    """Whether ``job`` has nothing left to do: its search finished (``summary.json``) and its retraining too."""
+    from . import rundir
+
+    run_dir = out / job.name
+    return (run_dir / rundir.SUMMARY).exists() and (not job.retrain_top or (run_dir / "retrain.done").exists())
+
+
 def run_job(job: Job, out: Path, extra: list[str], threads: int) -> tuple[str, int]:
     """Run one job's search (resuming a stopped one, skipping a finished one) and its retraining, in this
-    process, logging to ``<out>/<name>.log``; returns (name, 0) or (name, 1) with the error in the log."""
+    process, logging to ``<out>/<name>.log``; returns (name, 0) or (name, 1) with the error in the log. A resume
+    repeats none of the overrides but those of the ``logging`` section (they change nothing in training)."""
     import torch
 
     from . import rundir
@@ -102,8 +113,9 @@ def run_job(job: Job, out: Path, extra: list[str], threads: int) -> tuple[str, i
         try:
             if not (run_dir / rundir.SUMMARY).exists():
                 resume = run_dir if (run_dir / rundir.CONFIG).exists() else None
-                run_search(job.config, out=out, name=job.name, overrides=() if resume else (*job.overrides, *extra),
-                           resume=resume, log=log)
+                logging = tuple(text for text in extra if text.strip().startswith("logging."))
+                run_search(job.config, out=out, name=job.name,
+                           overrides=logging if resume else (*job.overrides, *extra), resume=resume, log=log)
             if job.retrain_top and not (run_dir / "retrain.done").exists():
                 retrain_top(run_dir, job.retrain_top, log=log)
                 (run_dir / "retrain.done").write_text("done\n")
@@ -113,23 +125,113 @@ def run_job(job: Job, out: Path, extra: list[str], threads: int) -> tuple[str, i
     return job.name, 0
 
 
-def run_recipe(names: list[str], scale: str, out: Path, jobs: int, extra: list[str], threads: int, log) -> dict:
-    """Run the named recipes' jobs, ``jobs`` at a time; returns {job name: exit status}."""
+def load_sweep(path: str | Path) -> Recipe:
+    """A recipe from a TOML file's ``[sweep]`` table: ``name`` (default: the file's stem), ``config`` (a preset or
+    TOML file, relative to the sweep file, for every run), ``set`` (overrides for every run), ``retrain_top``, and
+    the runs as ``[sweep.grid]`` (key = list of values: one run per combination, named NAME-VALUE-VALUE…) and/or
+    ``[[sweep.runs]]`` tables (``name``, ``set``)."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text()).get("sweep")
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise InputError(f"cannot read sweep file {path}: {error}") from None
+    if not isinstance(table, dict):
+        raise InputError(f"sweep file {path} has no [sweep] table")
+    known = {"name", "config", "set", "retrain_top", "grid", "runs"}
+    if set(table) - known:
+        raise InputError(f"sweep file {path}: unknown key {sorted(set(table) - known)[0]!r}; known: "
+                         f"{', '.join(sorted(known))}")
+    name, common = str(table.get("name", path.stem)), table.get("set", [])
+    config = table.get("config")
+    if config is not None and (path.parent / str(config)).is_file():
+        config = str(path.parent / str(config))
+    grid, runs = table.get("grid", {}), table.get("runs", [])
+    if not isinstance(common, list) or not isinstance(grid, dict) or not isinstance(runs, list):
+        raise InputError(f"sweep file {path}: set must be a list, grid a table and runs a list of tables")
+    recipe = Recipe(name, ())
+    values = [v if isinstance(v, list) else [v] for v in grid.values()]
+    for combination in itertools.product(*values) if grid else ():
+        label = "-".join(_slug(str(v)) for v in combination)
+        sets = [f"{key}={_toml(value)}" for key, value in zip(grid, combination)]
+        recipe.jobs.append(Job(f"{name}-{label}", (*map(str, common), *sets), int(table.get("retrain_top", 0)),
+                               config))
+    for run in runs:
+        if not isinstance(run, dict) or "name" not in run:
+            raise InputError(f"sweep file {path}: every [[sweep.runs]] needs a name")
+        recipe.jobs.append(Job(str(run["name"]), (*map(str, common), *map(str, run.get("set", []))),
+                               int(run.get("retrain_top", table.get("retrain_top", 0))), config))
+    if not recipe.jobs:
+        raise InputError(f"sweep file {path} defines no runs ([sweep.grid] or [[sweep.runs]])")
+    for job in recipe.jobs:
+        for text in job.overrides:
+            parse_override(text)
+    return recipe
+
+
+def _toml(value) -> str:
+    """A grid value as a ``--set`` TOML value."""
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ",".join(_toml(v) for v in value) + "]"
+    return repr(value)
+
+
+def executor_table(path: str | Path) -> dict:
+    """The ``[executor]`` table of a TOML file (a sweep file or ``--executor-config``; empty when it has none)."""
+    try:
+        table = tomllib.loads(Path(path).read_text()).get("executor", {})
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise InputError(f"cannot read {path} as TOML: {error}") from None
+    if not isinstance(table, dict):
+        raise InputError(f"{path}: executor must be a table ([executor])")
+    return table
+
+
+def select_jobs(names: list[str], scale: str) -> list[Job]:
+    """The jobs of the named recipes (``all``: every built-in one) and sweep files (a name ending in .toml)."""
     table = recipes(scale)
-    unknown = [n for n in names if n not in table and n != "all"]
-    if unknown:
-        raise InputError(f"unknown recipe {unknown[0]!r}; known: {', '.join(table)}, all")
-    selected = list(table) if "all" in names else names
+    jobs: list[Job] = []
+    for name in names:
+        if name.endswith(".toml"):
+            if not Path(name).is_file():
+                raise InputError(f"sweep file {name} does not exist")
+            jobs.extend(load_sweep(name).jobs)
+        elif name == "all":
+            jobs.extend(job for recipe in table.values() for job in recipe.jobs)
+        elif name in table:
+            jobs.extend(table[name].jobs)
+        else:
+            raise InputError(f"unknown recipe {name!r}; known: {', '.join(table)}, all, or a sweep file (.toml)")
+    from .rundir import check_name
+
+    seen: set[str] = set()
+    for job in jobs:
+        check_name(job.name, "recipe job name")
+        if job.name in seen:
+            raise InputError(f"two jobs of the recipe are named {job.name!r}")
+        seen.add(job.name)
+    return jobs
+
+
+def run_recipe(names: list[str], scale: str, out: Path, extra: list[str], settings: ExecutorConfig | None = None,
+               log=print) -> dict[str, int]:
+    """Run the named recipes' jobs on the executor ``settings`` (default: one local worker); finished jobs are
+    skipped (status 0) without being submitted. Returns {job name: exit status}
+    (:func:`sharing_lab.executors.execute`)."""
+    from .executors import execute
+
+    settings = settings or ExecutorConfig()
+    for text in extra:
+        parse_override(text)
+    todo = select_jobs(names, scale)
     out.mkdir(parents=True, exist_ok=True)
-    todo = [job for name in selected for job in table[name].jobs]
     results = {}
-    with ProcessPoolExecutor(max_workers=max(jobs, 1), mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = []
-        for job in todo:
-            log(f"start {job.name}")
-            futures.append(pool.submit(run_job, job, out, extra, threads))
-        for future in futures:
-            name, status = future.result()
-            log(f"{'done ' if status == 0 else 'FAILED'} {name}")
-            results[name] = status
-    return results
+    for job in todo:
+        if job_done(job, out):
+            log(f"skip {job.name} (finished)")
+            results[job.name] = 0
+    results.update(execute([job for job in todo if job.name not in results], out, extra, settings, log))
+    return {job.name: results[job.name] for job in todo}

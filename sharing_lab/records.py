@@ -60,6 +60,7 @@ class RecordWriter:
     def __init__(self, run_dir: str | Path, run_name: str, next_part: int = 0) -> None:
         self.run_dir, self.run_name, self.next_part = Path(run_dir), run_name, next_part
         self.buffers: dict[str, list[dict]] = {}
+        self.sinks: list = []  # objects with write(table, rows) and close(), given each part once it is written
 
     def add(self, table: str, rows: list[dict]) -> None:
         """Queue rows (dicts) for ``table``; any table name works, the tables of DESIGN §5 get their schema."""
@@ -70,9 +71,17 @@ class RecordWriter:
         for table, rows in self.buffers.items():
             if rows:
                 self._write(table, rows, self.next_part)
+                for sink in self.sinks:
+                    sink.write(table, rows)
         self.buffers = {}
         self.next_part += 1
         return self.next_part
+
+    def close(self) -> None:
+        """Close the sinks (the records themselves need no closing: every part is a whole file)."""
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def _write(self, table: str, rows: list[dict], part: int) -> None:
         frame = pd.DataFrame(rows)
@@ -120,7 +129,22 @@ class NullWriter(RecordWriter):
 
 
 def read_table(run_dir: str | Path, name: str) -> pd.DataFrame:
-    """The table ``name`` of a run as one pandas DataFrame (the union of its parts, in part order)."""
+    """The table ``name`` of a run as one pandas DataFrame (the union of its parts, in part order). Given a
+    directory of runs (a sweep: no ``config.json`` of its own), the union of its runs' tables with the
+    configuration columns that vary across the sweep (``sharing.scheme``, ``seed``, ``sharing.tau``,
+    ``search.flops_target``, …; :func:`sharing_lab.sweeps.read_sweep_table`)."""
+    from .rundir import CONFIG
+
+    if Path(run_dir).is_dir() and not (Path(run_dir) / CONFIG).is_file():
+        from .sweeps import read_sweep_table
+
+        return read_sweep_table(run_dir, name)
+    return read_run_table(run_dir, name)
+
+
+def read_run_table(run_dir: str | Path, name: str) -> pd.DataFrame:
+    """The table ``name`` of one run directory: the union of its parts, in part order (empty with the schema's
+    columns when it has none)."""
     table_dir = Path(run_dir) / name
     parts = sorted(table_dir.glob("part-*.parquet")) if table_dir.is_dir() else []
     if not parts:

@@ -21,6 +21,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -43,8 +44,9 @@ CONFIG = "config.json"
 SUMMARY = "summary.json"
 EXPORT = "arch.json"
 LOCK = "run.lock"
+TENSORBOARD = "tensorboard"  # TensorBoard event files mirroring the records (sharing_lab.tensorboard)
 DIVERGED = "diverged.json"  # written when training diverged; allows a resume that changes the learning rates
-CONFIG_FORMAT = 2  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"
+CONFIG_FORMAT = 3  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"; 3: "logging"
 MAX_NAME = 100  # characters in a run name
 
 
@@ -178,7 +180,10 @@ def record_resume(run_dir: Path, config: Config, changed: dict[str, tuple[Any, A
         "diverged": diverged_info(run_dir),
     })
     atomic_write_json(path, payload)
-    (Path(run_dir) / DIVERGED).unlink(missing_ok=True)
+    from .config import RESUME_CHANGEABLE
+
+    if any(key in RESUME_CHANGEABLE for key in changed):  # a change of logging.* alone leaves the mark
+        (Path(run_dir) / DIVERGED).unlink(missing_ok=True)
 
 
 # --- the lock --------------------------------------------------------------------------------------------------
@@ -197,16 +202,42 @@ def lock(run_dir: str | Path) -> None:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as error:
         raise InputError(f"cannot lock run {run_dir}: {describe_os_error(error)}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise InputError(f"run {run_dir} is being written by process {holder} (it holds {path}); wait for it "
-                         "to end or stop it first") from None
+    for attempt in range(5):  # a few tries: lock_holder's probe holds the lock for an instant
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except OSError:
+            if attempt < 4:
+                time.sleep(0.05)
+                continue
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise InputError(f"run {run_dir} is being written by process {holder} (it holds {path}); wait for it "
+                             "to end or stop it first") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[key] = [fd, 1]
+
+
+def lock_holder(run_dir: str | Path) -> str | None:
+    """The pid in ``run.lock`` when a process holds the run's lock (the run is being written), else None. Probes
+    with a shared non-blocking ``flock`` given back at once (:func:`lock` retries over that instant)."""
+    key = Path(run_dir).resolve()
+    if key in _HELD:
+        return str(os.getpid())
+    try:
+        fd = os.open(key / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def release(run_dir: str | Path) -> None:

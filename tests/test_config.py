@@ -326,11 +326,11 @@ def test_a_format_1_config_json_written_before_the_redesign_is_read(tmp_path):
     check(config)
 
 
-def test_a_written_config_json_has_format_2_and_reads_back(tmp_path):
+def test_a_written_config_json_has_format_3_and_reads_back(tmp_path):
     config = apply_overrides(Config(), ["seed=4", "probes.names=[]", "search.bn_evaluation=batch"])
     run_dir = rundir.create(tmp_path, "r", config, {"seed": 4})
     payload = json.loads((run_dir / rundir.CONFIG).read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 2
+    assert payload["format"] == rundir.CONFIG_FORMAT == 3
     assert "code_revision" in payload
     assert rundir.read_config(run_dir)[0] == config
 

@@ -25,7 +25,7 @@ import pytest
 import torch
 
 import sharing_lab
-from sharing_lab import registry
+from sharing_lab import registry, rundir
 from sharing_lab.cli import main
 from sharing_lab.config import Config, apply_overrides, load_toml, preset_names, to_dict
 from sharing_lab.export import build_exported
@@ -198,7 +198,7 @@ def test_config_json_holds_resolved_config_and_versions(shared_run):
     assert payload["config"] == to_dict(expected)
     assert payload["config"]["seed"] == 0 and "device" in payload["config"]
     assert payload["run"] == "r"
-    assert payload["format"] == 2 and "code_revision" in payload
+    assert payload["format"] == rundir.CONFIG_FORMAT == 3 and "code_revision" in payload
     assert payload["versions"]["sharing_lab"] == sharing_lab.__version__
     assert payload["versions"]["torch"] == torch.__version__
 
@@ -506,7 +506,7 @@ def test_search_from_a_preset_name_through_the_cli(tmp_path):
     run = tmp_path / "p"
     assert f"run directory: {run}" in result.out
     payload = json.loads((run / "config.json").read_text())
-    assert payload["format"] == 2
+    assert payload["format"] == rundir.CONFIG_FORMAT == 3
     expected = apply_overrides(load_toml("cifar10-resnet20"), PRESET_TINY)
     assert payload["config"] == to_dict(expected)
     # what the preset sets and the overrides do not touch is the preset's
@@ -529,7 +529,7 @@ def test_run_search_library_entry_point(tmp_path):
     assert summary["run"] == "x" and summary["epochs"] == 1
     assert summary["steps_per_epoch"] == 256 // 64 == summary["steps"]
     payload = json.loads((run / "config.json").read_text())
-    assert payload["format"] == 2 and "code_revision" in payload
+    assert payload["format"] == rundir.CONFIG_FORMAT == 3 and "code_revision" in payload
     assert payload["config"] == to_dict(apply_overrides(Config(), [*TINY, *ONE_EPOCH]))
     scalars = sharing_lab.read_table(run, "scalars")
     steps = scalars.query("name == 'steps_per_epoch'")

@@ -16,8 +16,9 @@ import pandas as pd
 
 from ..errors import InputError
 from ..records import SCHEMAS, read_table
-from ..rundir import CONFIG, read_config
+from ..rundir import read_config
 from ..schemes import get_scheme
+from ..sweeps import find_run_dirs
 
 O_I_T = ("ordinal", "independent", "transitionary")
 META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau", "flops_target", "seed", "model",
@@ -26,32 +27,6 @@ META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau",
 
 class MissingRuns(InputError):
     """The given runs cannot feed a figure; the message says which runs are missing."""
-
-
-def find_run_dirs(paths: Iterable[str | Path], max_depth: int = 3) -> list[Path]:
-    """Run directories at or under ``paths``: a directory with ``config.json`` is a run; others are searched
-    down to ``max_depth`` levels. A path that does not exist is an error."""
-    found: list[Path] = []
-    for path in paths:
-        path = Path(path)
-        if not path.exists():
-            raise InputError(f"{path} does not exist")
-        _walk(path, 0, max_depth, found)
-    unique: dict[Path, Path] = {}
-    for path in found:
-        unique.setdefault(path.resolve(), path)
-    return list(unique.values())
-
-
-def _walk(path: Path, depth: int, max_depth: int, found: list[Path]) -> None:
-    if (path / CONFIG).is_file():
-        found.append(path)
-        return
-    if depth >= max_depth or not path.is_dir():
-        return
-    for child in sorted(path.iterdir()):
-        if child.is_dir() and not child.name.startswith("."):
-            _walk(child, depth + 1, max_depth, found)
 
 
 def _scheme(spec: str) -> tuple[str, str, float]:

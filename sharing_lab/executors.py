@@ -1,0 +1,174 @@
+"""Where a recipe's searches run (``sharing-lab recipe --executor local|slurm|ray``).
+
+``local``: worker processes on this machine (spawned, a few at a time). ``slurm``: one SLURM array job through
+submitit (partition, time, CPUs and GPUs per job, array parallelism), requeued by submitit on timeout or
+preemption. ``ray``: one Ray task per search with its CPU/GPU request, on an existing cluster or on a local one
+started for the recipe. The engines schedule; this module hands each of them one call of
+:func:`sharing_lab.recipes.run_job` per search and collects the exit statuses. The run directory is the unit of
+state: a job that is killed, preempted or timed out leaves a run that the next submission (or the engine's own
+requeue or retry) resumes from its last checkpoint; finished runs are not submitted again
+(:func:`sharing_lab.recipes.run_recipe`). submitit and ray are imported only when chosen.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .config import ExecutorConfig
+from .errors import InputError
+from .extras import require
+
+if TYPE_CHECKING:
+    from .recipes import Job
+
+Log = Callable[[str], None]
+SUBMITTED = -1  # the status of a job submitted without waiting (executor.wait = false)
+
+
+def execute(jobs: list[Job], out: Path, extra: list[str], settings: ExecutorConfig, log: Log) -> dict[str, int]:
+    """Run ``jobs`` (searches writing into ``out``, with ``extra`` overrides) on the executor ``settings.kind``;
+    returns {job name: 0 finished, 1 failed (its log, ``OUT/NAME.log``, says why), :data:`SUBMITTED`}."""
+    if not jobs:
+        return {}
+    run = {"local": _local, "slurm": _slurm, "ray": _ray}[settings.kind]
+    return run(jobs, out, extra, settings, log)
+
+
+@dataclass(frozen=True)
+class RecipeTask:
+    """One search of a recipe as a picklable call (submitit pickles it into the job). ``checkpoint`` is what
+    submitit calls on a timeout or preemption signal: it requeues the same call, which resumes the run."""
+
+    out: str
+    extra: tuple[str, ...]
+    threads: int
+
+    def __call__(self, job: Job) -> tuple[str, int]:
+        from .recipes import run_job
+
+        return run_job(job, Path(self.out), list(self.extra), self.threads)
+
+    def checkpoint(self, job: Job) -> object:  # a submitit.helpers.DelayedSubmission
+        from submitit.helpers import DelayedSubmission
+
+        return DelayedSubmission(self, job)
+
+
+# --- local worker processes ------------------------------------------------------------------------------------
+def _local(jobs: list[Job], out: Path, extra: list[str], settings: ExecutorConfig, log: Log) -> dict[str, int]:
+    from .recipes import run_job
+
+    results = {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=settings.jobs, mp_context=context) as pool:
+        futures = []
+        for job in jobs:
+            log(f"start {job.name}")
+            futures.append((job, pool.submit(run_job, job, out, extra, settings.threads)))
+        for job, future in futures:
+            try:
+                name, status = future.result()
+            except BrokenProcessPool:  # a worker was killed: its run is resumed by the next submission
+                name, status = job.name, 1
+            log(f"{'done ' if status == 0 else 'FAILED'} {name}")
+            results[name] = status
+    return results
+
+
+# --- SLURM through submitit ------------------------------------------------------------------------------------
+def slurm_executor(out: Path, settings: ExecutorConfig) -> object:  # a submitit.AutoExecutor
+    """A submitit executor for ``settings`` (``cluster = "slurm"`` needs ``sbatch``; ``"local"`` runs the jobs
+    on this machine, all at once, through submitit's local executor)."""
+    submitit = require("submitit", "--executor slurm")
+    if settings.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise InputError("--executor slurm: sbatch is not on PATH (submit from a SLURM login node); to try the "
+                         "sweep on this machine through submitit, add --executor-set cluster=local")
+    folder = Path(settings.folder) if settings.folder else out / ".submitit"
+    try:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster=settings.cluster,
+                                         slurm_max_num_timeout=settings.retries,
+                                         local_max_num_timeout=settings.retries)
+    except (ValueError, RuntimeError) as error:
+        raise InputError(f"--executor slurm: {error}") from None
+    params = {"name": f"sharing-lab-{out.name}", "timeout_min": settings.time_min,
+              "cpus_per_task": settings.cpus_per_job, "gpus_per_node": settings.gpus_per_job,
+              "mem_gb": settings.mem_gb, "slurm_partition": settings.partition, "slurm_account": settings.account,
+              "slurm_qos": settings.qos, "slurm_constraint": settings.constraint,
+              "slurm_array_parallelism": settings.array_parallelism}
+    executor.update_parameters(**{key: value for key, value in params.items() if value is not None})
+    return executor
+
+
+def _slurm(jobs: list[Job], out: Path, extra: list[str], settings: ExecutorConfig, log: Log) -> dict[str, int]:
+    executor = slurm_executor(out, settings)
+    task = RecipeTask(str(out), tuple(extra), settings.threads)
+    submitted = executor.map_array(task, jobs)  # one array job: a task per search
+    for job, handle in zip(jobs, submitted):
+        log(f"submitted {job.name} as job {handle.job_id}")
+    if not settings.wait:
+        return {job.name: SUBMITTED for job in jobs}
+    results = {}
+    for job, handle in zip(jobs, submitted):
+        try:
+            name, status = handle.result()
+        except Exception as error:  # noqa: BLE001 - submitit's failed/uncompleted job errors, with its log path
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+            log(f"job {handle.job_id} of {job.name} ended without a result: {first}")
+            name, status = job.name, 1
+        log(f"{'done ' if status == 0 else 'FAILED'} {name}")
+        results[name] = status
+    return results
+
+
+# --- Ray ------------------------------------------------------------------------------------------------------
+def _ray(jobs: list[Job], out: Path, extra: list[str], settings: ExecutorConfig, log: Log) -> dict[str, int]:
+    ray = require("ray", "--executor ray")
+    from .recipes import run_job
+
+    started = not ray.is_initialized()
+    if started:
+        if settings.address is None and settings.num_cpus is not None and settings.cpus_per_job > settings.num_cpus:
+            raise InputError(f"executor.cpus_per_job ({settings.cpus_per_job}) exceeds the local Ray cluster's "
+                             f"num_cpus ({settings.num_cpus}): no task could be scheduled")
+        options = ({"address": settings.address} if settings.address is not None else
+                   {"num_cpus": settings.num_cpus, "num_gpus": settings.num_gpus, "include_dashboard": False})
+        try:
+            ray.init(**options, log_to_driver=False, logging_level="ERROR")
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = f"the Ray cluster at {settings.address}" if settings.address else "a local Ray cluster"
+            raise InputError(f"--executor ray: cannot start or reach {where}: {error}") from None
+    results = {}
+    try:
+        available = ray.cluster_resources()
+        for resource, wanted in (("CPU", settings.cpus_per_job), ("GPU", settings.gpus_per_job)):
+            if wanted > available.get(resource, 0):
+                raise InputError(f"--executor ray: each run asks for {wanted} {resource}s; the cluster has "
+                                 f"{available.get(resource, 0):g}")
+        remote = ray.remote(num_cpus=settings.cpus_per_job, num_gpus=settings.gpus_per_job,
+                            max_retries=settings.retries)(run_job)
+        pending = {}
+        for job in jobs:
+            log(f"start {job.name}")
+            pending[remote.remote(job, out, extra, settings.threads)] = job
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(done[0])
+            try:
+                name, status = ray.get(done[0])
+            except ray.exceptions.RayError as error:  # the task's worker died more often than it was retried
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+                log(f"task of {job.name} ended without a result: {first}")
+                name, status = job.name, 1
+            log(f"{'done ' if status == 0 else 'FAILED'} {name}")
+            results[name] = status
+    finally:
+        if started:
+            ray.shutdown()
+    return {job.name: results[job.name] for job in jobs}
