@@ -119,16 +119,16 @@ DEFAULT = "digits-resnet20-c1234"
 
 
 def test_the_default_space_table_is_complete_and_its_spread_is_the_one_the_readme_reports():
-    """The shipped table has every architecture for >= 4 seeds (a build towards the declared 16 is under way:
-    6 rows of a fifth seed). Its spread misses the 5x requirement (best - median = 2.6 x the mean standard
+    """The shipped table has every architecture for >= 7 seeds (a build towards the declared 16 is under way:
+    34 rows of an eighth seed). Its spread misses the 5x requirement (best - median = 2.96 x the mean standard
     error; README, "Ground truth of the embedded space"): this pins the reported figures, so a table built
     further must come with an updated README."""
     rows = gt.groundtruth(DEFAULT)
-    assert rows.groupby("widths")["seed"].nunique().min() == 4
-    assert rows["widths"].nunique() == 64 and len(rows) == 262
+    assert rows.groupby("widths")["seed"].nunique().min() == 7
+    assert rows["widths"].nunique() == 64 and len(rows) == 482
     figures = gt.spread(rows)
-    assert round(figures["ratio"], 2) == 2.62
-    assert round(100 * figures["best"], 2) == 97.22 and round(100 * figures["median"], 2) == 91.21
+    assert round(figures["ratio"], 2) == 2.96
+    assert round(100 * figures["best"], 2) == 97.06 and round(100 * figures["median"], 2) == 91.52
 
 
 def test_the_shipped_table_was_built_with_the_current_recipe_so_a_build_resumes_it():
