@@ -246,8 +246,8 @@ def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, t
     --executor-config < --executor/--jobs/--threads < --executor-set."""
     from pathlib import Path
 
-    from .config import executor_config as make_settings
     from .executors import SUBMITTED
+    from .executors import executor_config as make_settings
     from .recipes import executor_table, run_recipe
 
     settings = None

@@ -132,7 +132,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _coerce(value: Any, annotation: Any, key: str) -> Any:
+def coerce(value: Any, annotation: Any, key: str) -> Any:
     """Check ``value`` against a field annotation; lists become tuples, ints are accepted for floats."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
@@ -144,7 +144,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
             if option is type(None):
                 continue
             try:
-                return _coerce(value, option, key)
+                return coerce(value, option, key)
             except InputError as error:
                 errors.append(str(error))
         raise InputError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not fit {_name(annotation)}")
@@ -152,7 +152,7 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, list | tuple):
             raise InputError(f"{key} must be a list, got {value!r}")
         item = typing.get_args(annotation)[0]
-        return tuple(_coerce(v, item, key) for v in value)
+        return tuple(coerce(v, item, key) for v in value)
     if annotation is bool:
         if not isinstance(value, bool):
             raise InputError(f"{key} must be true or false, got {value!r}")
@@ -181,7 +181,7 @@ def _apply(config: Config, key: str, value: Any) -> Config:
     if len(parts) == 1:
         if parts[0] in SECTIONS or parts[0] not in _hints(Config):
             raise InputError(f"unknown config key {key!r}")
-        return dataclasses.replace(config, **{key: _coerce(value, _hints(Config)[key], key)})
+        return dataclasses.replace(config, **{key: coerce(value, _hints(Config)[key], key)})
     if len(parts) != 2 or parts[0] not in SECTIONS:
         raise InputError(f"unknown config key {key!r}")
     section_name, field_name = parts
@@ -189,7 +189,7 @@ def _apply(config: Config, key: str, value: Any) -> Config:
     hints = _hints(type(section))
     if field_name not in hints:
         raise InputError(f"unknown config key {key!r}; {section_name} has: {', '.join(hints)}")
-    updated = dataclasses.replace(section, **{field_name: _coerce(value, hints[field_name], key)})
+    updated = dataclasses.replace(section, **{field_name: coerce(value, hints[field_name], key)})
     return dataclasses.replace(config, **{section_name: updated})
 
 
@@ -353,56 +353,3 @@ def differences(a: Config | dict, b: Config | dict) -> list[str]:
 def training_differences(a: Config | dict, b: Config | dict) -> list[str]:
     """:func:`differences` without the keys of the :data:`RESUME_FREE` sections (they do not change training)."""
     return [key for key in differences(a, b) if key.partition(".")[0] not in RESUME_FREE]
-
-
-# --- how a recipe's runs are executed (sharing_lab.executors); not part of a run's configuration --------------
-@dataclass(frozen=True)
-class ExecutorConfig:
-    """Where and how a recipe's searches run: ``sharing-lab recipe --executor``, an ``[executor]`` TOML table,
-    ``--executor-set key=value``."""
-
-    kind: str = "local"  # local (worker processes here), slurm (submitit), ray
-    jobs: int = 1  # local: runs at once
-    threads: int = 2  # torch threads per run (at least 2: one thread crashes torch 2.13's CPU build)
-    cpus_per_job: int = 2  # slurm, ray: CPUs requested per run
-    gpus_per_job: int = 0  # slurm, ray: GPUs requested per run
-    retries: int = 3  # slurm: requeues on timeout or preemption; ray: restarts of a task whose worker died
-    wait: bool = True  # slurm: wait for the jobs and report them (false: submit and return)
-    cluster: str = "slurm"  # slurm: submitit's cluster; "local" runs the jobs here through submitit (a dry run)
-    folder: str | None = None  # slurm: submitit's folder (job logs, pickles); default OUT/.submitit
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    time_min: int = 240  # slurm: time limit per job, minutes
-    mem_gb: float | None = None  # slurm: memory per job
-    array_parallelism: int = 64  # slurm: array tasks running at once
-    address: str | None = None  # ray: cluster address ("auto", "ray://HOST:10001"); None starts a local cluster
-    num_cpus: int | None = None  # ray: CPUs of the local cluster it starts (None: every core)
-    num_gpus: int | None = None  # ray: GPUs of the local cluster it starts (None: every GPU)
-
-
-_EXECUTOR_MIN = {"jobs": 1, "threads": 2, "cpus_per_job": 1, "gpus_per_job": 0, "retries": 0, "time_min": 1,
-                 "array_parallelism": 1, "num_cpus": 1, "num_gpus": 0}
-EXECUTORS = ("local", "slurm", "ray")
-
-
-def executor_config(mapping: dict | None = None, overrides: list[str] = (), base: ExecutorConfig | None = None
-                    ) -> ExecutorConfig:
-    """An :class:`ExecutorConfig`: ``base`` (defaults if None), then the ``[executor]`` table ``mapping``, then
-    ``key=value`` overrides (TOML values); refuses unknown keys, wrong types and values below their minimum."""
-    settings = base or ExecutorConfig()
-    hints = _hints(ExecutorConfig)
-    items = [(str(k), v) for k, v in (mapping or {}).items()] + [parse_override(text) for text in overrides]
-    for key, value in items:
-        if key not in hints:
-            raise InputError(f"unknown executor key {key!r}; known: {', '.join(hints)}")
-        settings = dataclasses.replace(settings, **{key: _coerce(value, hints[key], f"executor.{key}")})
-    if settings.kind not in EXECUTORS:
-        raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {settings.kind!r}")
-    for key, low in _EXECUTOR_MIN.items():
-        value = getattr(settings, key)
-        if value is not None and value < low:
-            raise InputError(f"executor.{key} must be at least {low}, got {value}")
-    return settings
-

@@ -7,26 +7,80 @@ started for the recipe. The engines schedule; this module hands each of them one
 :func:`sharing_lab.recipes.run_job` per search and collects the exit statuses. The run directory is the unit of
 state: a job that is killed, preempted or timed out leaves a run that the next submission (or the engine's own
 requeue or retry) resumes from its last checkpoint; finished runs are not submitted again
-(:func:`sharing_lab.recipes.run_recipe`). submitit and ray are imported only when chosen.
+(:func:`sharing_lab.recipes.run_recipe`). submitit and ray are imported only when chosen. The settings are an
+:class:`ExecutorConfig` (not part of a run's :class:`sharing_lab.config.Config`: where a run goes does not change
+what it computes).
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import shutil
+import typing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .config import ExecutorConfig
+from .config import coerce, parse_override
 from .errors import InputError
 from .extras import require
 
 if TYPE_CHECKING:
     from .recipes import Job
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where and how a recipe's searches run: ``sharing-lab recipe --executor``, an ``[executor]`` TOML table,
+    ``--executor-set key=value``."""
+
+    kind: str = "local"  # local (worker processes here), slurm (submitit), ray
+    jobs: int = 1  # local: runs at once
+    threads: int = 2  # torch threads per run (at least 2: one thread crashes torch 2.13's CPU build)
+    cpus_per_job: int = 2  # slurm, ray: CPUs requested per run
+    gpus_per_job: int = 0  # slurm, ray: GPUs requested per run
+    retries: int = 3  # slurm: requeues on timeout or preemption; ray: restarts of a task whose worker died
+    wait: bool = True  # slurm: wait for the jobs and report them (false: submit and return)
+    cluster: str = "slurm"  # slurm: submitit's cluster; "local" runs the jobs here through submitit (a dry run)
+    folder: str | None = None  # slurm: submitit's folder (job logs, pickles); default OUT/.submitit
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    time_min: int = 240  # slurm: time limit per job, minutes
+    mem_gb: float | None = None  # slurm: memory per job
+    array_parallelism: int = 64  # slurm: array tasks running at once
+    address: str | None = None  # ray: cluster address ("auto", "ray://HOST:10001"); None starts a local cluster
+    num_cpus: int | None = None  # ray: CPUs of the local cluster it starts (None: every core)
+    num_gpus: int | None = None  # ray: GPUs of the local cluster it starts (None: every GPU)
+
+
+_EXECUTOR_MIN = {"jobs": 1, "threads": 2, "cpus_per_job": 1, "gpus_per_job": 0, "retries": 0, "time_min": 1,
+                 "array_parallelism": 1, "num_cpus": 1, "num_gpus": 0}
+EXECUTORS = ("local", "slurm", "ray")
+
+
+def executor_config(mapping: dict | None = None, overrides: list[str] = (), base: ExecutorConfig | None = None
+                    ) -> ExecutorConfig:
+    """An :class:`ExecutorConfig`: ``base`` (defaults if None), then the ``[executor]`` table ``mapping``, then
+    ``key=value`` overrides (TOML values); refuses unknown keys, wrong types and values below their minimum."""
+    settings = base or ExecutorConfig()
+    hints = typing.get_type_hints(ExecutorConfig)
+    items = [(str(k), v) for k, v in (mapping or {}).items()] + [parse_override(text) for text in overrides]
+    for key, value in items:
+        if key not in hints:
+            raise InputError(f"unknown executor key {key!r}; known: {', '.join(hints)}")
+        settings = replace(settings, **{key: coerce(value, hints[key], f"executor.{key}")})
+    if settings.kind not in EXECUTORS:
+        raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, got {settings.kind!r}")
+    for key, low in _EXECUTOR_MIN.items():
+        value = getattr(settings, key)
+        if value is not None and value < low:
+            raise InputError(f"executor.{key} must be at least {low}, got {value}")
+    return settings
+
 
 Log = Callable[[str], None]
 SUBMITTED = -1  # the status of a job submitted without waiting (executor.wait = false)

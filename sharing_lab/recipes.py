@@ -16,8 +16,9 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import ExecutorConfig, parse_override
+from .config import parse_override
 from .errors import InputError
+from .executors import ExecutorConfig
 
 # Embedded (digits, CPU) base settings. The O/I/T comparison runs longer than the default search so that
 # independent sharing, the hard case (DESIGN §3), trains too; see the README's calibration section.

@@ -24,8 +24,8 @@ import pytest
 
 import sharing_lab
 from sharing_lab.cli import main
-from sharing_lab.config import ExecutorConfig, executor_config
 from sharing_lab.errors import InputError
+from sharing_lab.executors import ExecutorConfig, executor_config
 from sharing_lab.recipes import load_sweep, run_recipe, select_jobs
 
 ROOT = Path(__file__).resolve().parent.parent
