@@ -192,9 +192,10 @@ class Arms:
             searches = [run for run in searches if run.config.search.flops_target is None]
         self.runs = searches
         self.by_tau: dict[float, list[Run]] = {}
+        self.scheduled = [run for run in searches if run.family == "transitionary" and run.phi_schedule is not None]
         for run in searches:
-            if run.family == "transitionary":
-                self.by_tau.setdefault(float(run.config.sharing.tau), []).append(run)
+            if run.family == "transitionary" and run.phi_schedule is None:
+                self.by_tau.setdefault(run.tau, []).append(run)
         self.tau = self._main_tau()
 
     def _main_tau(self) -> float | None:
@@ -241,7 +242,7 @@ def _across_schemes(arms: Arms, measure: Callable[[Run], float]) -> tuple[tuple[
     ``measure``; mean over seeds with its interval."""
     by_seed: dict[int, list[tuple[float, float]]] = {}
     for run in arms.runs:
-        if run.family == "transitionary" and float(run.config.sharing.tau) != arms.tau:
+        if run.family == "transitionary" and (run.phi_schedule is not None or run.tau != arms.tau):
             continue
         point = (warmup_mean(run, "phi"), measure(run))
         if all(math.isfinite(v) for v in point):

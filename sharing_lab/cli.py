@@ -50,7 +50,7 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
 
     from . import rundir
     from .distributed import close_group
-    from .launch import Request, start
+    from .launch import Request, start, write_summary_figure
     from .loop import run
 
     overrides = list(overrides)
@@ -95,6 +95,7 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
         rundir.release(search_dir)
     if quiet:
         return
+    figure = write_summary_figure(search_dir, log=log)
     exported = summary["exported"]
     click.echo(f"run directory: {search_dir}")
     click.echo(f"exported architecture: {summary['export_path']} (widths {exported['widths']}, "
@@ -106,6 +107,8 @@ def run_search(config_file, scheme, overrides, out, name, seed, device, resume_d
                    f"points against {truth['oracle']} ({truth['oracle_acc']:.3f})")
     click.echo(f"records: {search_dir}/{{scalars,probs,archs,layers,pairs,space}}/*.parquet "
                "(read with sharing_lab.read_table)")
+    if figure is not None:
+        click.echo(f"summary figure: {figure}")
     click.echo(f"plot it: sharing-lab plot all {search_dir.parent}")
 
 

@@ -54,8 +54,10 @@ class SearchConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     nesterov: bool = False
-    lr_schedule: str = "cosine"  # cosine (per step, to 0) or step
-    lr_milestones: tuple[int, ...] = ()  # epochs of ×0.1 for the step schedule
+    # The paper's step schedule (×0.1 at half and three quarters of the run, there 300 and 450 of 600), here with
+    # the first step where the Φ schedule ends: the meta-weights learn at the peak rate while the transforms move.
+    lr_schedule: str = "step"  # step or cosine (per step, to 0)
+    lr_milestones: tuple[int, ...] = (33, 40)  # epochs of ×0.1 for the step schedule
     controller_lr: float = 1.6e-4
     controller_hidden: int = 100
     entropy_weight: float = 4e-3
@@ -72,8 +74,14 @@ class SearchConfig:
 @dataclass(frozen=True)
 class SharingConfig:
     scheme: str = "transitionary"
-    tau: float = 6.5e-5  # by replay of Eq. 5 on the embedded space: Φ 82% of the way to independent by the end
+    tau: float = 6.5e-5  # constant rate of Eq. 5 (the paper's) when phi_schedule is None; see sharing-lab budget
     transition_every: int = 1  # steps between Eq. 5 updates during the search phase
+    # Beyond the paper (sharing_lab.phi_schedule): every layer's Φ follows a target, linear or cosine in log Φ, to
+    # phi_fraction of the way from its ordinal start to its independent minimum at phi_at of the search phase
+    # (then held); None: the constant tau above.
+    phi_schedule: str | None = "cosine"
+    phi_fraction: float = 0.8
+    phi_at: float = 0.6
 
 
 @dataclass(frozen=True)
@@ -282,7 +290,8 @@ _AT_LEAST = {
     "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0, "sharing.tau": 0.0,
     "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0,
 }
-_CHOICES = {"search.lr_schedule": ("cosine", "step"), "search.bn_evaluation": ("recalibrated", "batch"),
+_CHOICES = {"search.lr_schedule": ("cosine", "step"), "sharing.phi_schedule": (None, "linear", "cosine"),
+            "search.bn_evaluation": ("recalibrated", "batch"),
             "runtime.precision": ("auto", "fp32", "bf16"),
             "runtime.memory_format": ("auto", "contiguous", "channels_last")}
 
@@ -315,7 +324,10 @@ def check(config: Config) -> None:
             raise InputError(f"{key} must be at least {low}, got {value}")
     for key, choices in _CHOICES.items():
         if flat[key] not in choices:
-            raise InputError(f"{key} must be one of {', '.join(choices)}, got {flat[key]!r}")
+            raise InputError(f"{key} must be one of {', '.join(map(str, choices))}, got {flat[key]!r}")
+    for key in ("sharing.phi_fraction", "sharing.phi_at"):
+        if not 0.0 < flat[key] <= 1.0:
+            raise InputError(f"{key} must be in (0, 1], got {flat[key]}")
     if config.search.warmup_epochs > config.search.epochs:
         raise InputError(f"search.warmup_epochs ({config.search.warmup_epochs}) exceeds search.epochs "
                          f"({config.search.epochs})")

@@ -206,4 +206,21 @@ def run_search(config: cfgmod.Config | str | Path | None = None, out: str | Path
         search.writer.close()
         close_group(group)
         rundir.release(search.run_dir)
+    if group.is_main:
+        path = write_summary_figure(search.run_dir, log)
+        if path is not None:
+            log(f"summary figure: {path}")
     return search.run_dir
+
+
+def write_summary_figure(run_dir: Path, log: Callable[[str], None] = print) -> Path | None:
+    """Draw the finished run's one-page summary (:mod:`sharing_lab.plots.summary`) into ``RUN/summary.png``; a
+    figure that cannot be drawn is reported in one line and leaves the finished search as it is."""
+    from .plots import summary
+
+    try:
+        path = summary.write(run_dir)[0]
+    except Exception as error:  # noqa: BLE001 - the search is done; a plotting failure must not undo it
+        log(f"the summary figure could not be drawn: {error}")
+        return None
+    return path

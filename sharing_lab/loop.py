@@ -33,6 +33,7 @@ from .data import Dataset, load_data
 from .distributed import SINGLE, Group
 from .errors import InputError
 from .evaluate import batch_statistics, calibration_batches
+from .phi_schedule import MAX_MOVE, PhiSchedule
 from .probes import Probe, ProbeView
 from .records import NullWriter, RecordWriter
 from .report import evaluate, finish, record_epoch
@@ -66,6 +67,7 @@ class Search:
     log: Callable[[str], None] = print
     progress: bool = False
     truth: Truth | None = None  # the space's ground truth, when it has one (sharing_lab.ground_truth)
+    schedule: PhiSchedule | None = None  # the Φ schedule of a moving scheme (sharing.phi_schedule), or a constant τ
 
     @property
     def space(self):
@@ -113,8 +115,11 @@ def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] 
     writer = (RecordWriter if group.is_main else NullWriter)(run_dir, run_dir.name)
     calibration = (calibration_batches(data, data_cfg.calibration_images, data_cfg.eval_batch_size, device,
                                        runtime) if group.is_main else [])
+    sharing = config.sharing
+    schedule = (PhiSchedule(state.supernet, sharing.phi_schedule, sharing.phi_fraction, sharing.phi_at)
+                if sharing.phi_schedule is not None and space.scheme.transition else None)
     return Search(config, run_dir, data, state, writer, runtime, group, calibration, log, progress,
-                  load_truth(config, space))
+                  load_truth(config, space), schedule)
 
 
 # --- one epoch of training ----------------------------------------------------------------------------------
@@ -124,7 +129,7 @@ def train_epoch(search: Search) -> dict[str, float]:
     cfg, state, group = search.config, search.state, search.group
     search_phase = search.in_search_phase()
     sums = torch.zeros(2, dtype=torch.float64, device=search.device)  # loss × images, correct: read at the end
-    totals = {"seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0}
+    totals = {"seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0, "tau": None}
     check_every_step = search.device.type == "cpu" and not group.active  # free there; a GPU would have to wait
     batches = search.data.batches("train", cfg.data.batch_size, generator=state.generators["data"],
                                   device=search.device, shard=(group.rank, group.world_size))
@@ -171,7 +176,7 @@ def train_epoch(search: Search) -> dict[str, float]:
         if search_phase:
             correct = reward_forward(search, reward_arch)
             if state.step % cfg.sharing.transition_every == 0:  # issued before the reward is read (same order)
-                state.supernet.transition(cfg.sharing.tau)
+                transition(search, totals)
             value, entropy = controller_step(search, reward_arch, sample, correct)
             totals["reward"] += value
             totals["entropy"] += entropy
@@ -215,6 +220,21 @@ def decide(search: Search, search_phase: bool) -> tuple[tuple[int, ...], tuple[i
             decided = search.space.sample_uniform(generator)
     decided = search.group.broadcast_ints(decided, 2 * count if search_phase else count)
     return decided[:count], decided[count:], sample
+
+
+def transition(search: Search, totals: dict) -> None:
+    """The scheme's move of P/Q for this step: Eq. 5 at the constant τ, or towards the Φ schedule's targets after
+    this step; a schedule's per-layer step sizes are summed into ``totals["tau"]`` (on the device)."""
+    state, cfg = search.state, search.config
+    if search.schedule is None:
+        state.supernet.transition(cfg.sharing.tau)
+        return
+    warmup = cfg.search.warmup_epochs * state.steps_per_epoch
+    length = max((cfg.search.epochs - cfg.search.warmup_epochs) * state.steps_per_epoch, 1)
+    targets = search.schedule.targets((state.step + 1 - warmup) / length)
+    _, tau = state.supernet.track_phi(targets, MAX_MOVE)
+    totals["tau"] = tau if totals["tau"] is None else totals["tau"] + tau
+    totals["moves"] = totals.get("moves", 0) + 1
 
 
 def _one_ahead(batches):

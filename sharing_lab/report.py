@@ -47,6 +47,14 @@ def record_epoch(search: Search, totals: dict) -> None:
     if search.in_search_phase():
         values.update(reward=totals["reward"] / steps, baseline=state.reinforce.baseline,
                       entropy=totals["entropy"] / steps)
+        if search.schedule is not None and totals.get("tau") is not None:
+            # the realised step sizes: the median over layers of each layer's mean τ_l in the epoch, and the targets
+            values["tau"] = float((totals["tau"] / totals["moves"]).median())
+            position = (state.epoch + 1 - search.config.search.warmup_epochs) / max(
+                search.config.search.epochs - search.config.search.warmup_epochs, 1)
+            values["phi_target"] = float(search.schedule.targets(position).sum())
+        elif search.space.scheme.transition:
+            values["tau"] = search.config.sharing.tau
     values["steps_per_epoch"] = state.steps_per_epoch
     add_scalars(search, values)
     rows = probability_rows(search)

@@ -46,7 +46,8 @@ EXPORT = "arch.json"
 LOCK = "run.lock"
 TENSORBOARD = "tensorboard"  # TensorBoard event files mirroring the records (sharing_lab.tensorboard)
 DIVERGED = "diverged.json"  # written when training diverged; allows a resume that changes the learning rates
-CONFIG_FORMAT = 3  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"; 3: "logging"
+CONFIG_FORMAT = 4  # 1: no "format" key (before the redesign); 2: adds "format" and "code_revision"; 3: "logging";
+# 4: sharing.phi_schedule (earlier runs had none: a constant τ, whatever today's default is)
 MAX_NAME = 100  # characters in a run name
 
 
@@ -147,6 +148,8 @@ def read_config(run_dir: str | Path) -> tuple[Config, dict]:
         version = payload.get("format", 1)
         if not isinstance(version, int) or version > CONFIG_FORMAT:
             raise InputError(f"{path} has format {version!r}; this sharing-lab reads formats 1..{CONFIG_FORMAT}")
+        if version < 4 and isinstance(payload["config"].get("sharing"), dict):
+            payload["config"]["sharing"].setdefault("phi_schedule", None)
         return from_dict(payload["config"]), payload
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{path} is corrupt: {error}") from None

@@ -210,9 +210,14 @@ class FusedTransition:
                       for bank, flags in zip(banks, moves)]
         self.moving = [any(flags) for flags in moves]
         self.pairs, self.partners = pairs, partners
+        layer_of = torch.zeros(len(partners), dtype=torch.long)
+        for layer, (p, q) in enumerate(pairs.tolist()):
+            for index in (p, q):
+                if index < len(partners):
+                    layer_of[index] = layer
+        self.layer_of = layer_of.to(pairs.device)
 
-    @torch.no_grad()
-    def __call__(self, tau: float) -> torch.Tensor:
+    def _levels(self) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         grams, levels = [], []
         for bank in self.banks:
             stacked = bank.stacked
@@ -220,7 +225,11 @@ class FusedTransition:
             grams.append(gram)
             levels.append(gram_level(gram, bank.blocks))
         factors = torch.cat([*levels, self.fixed])
-        partner_all = factors.index_select(0, self.partners)
+        return grams, factors, factors.index_select(0, self.partners)
+
+    @torch.no_grad()
+    def __call__(self, tau: float) -> torch.Tensor:
+        grams, factors, partner_all = self._levels()
         start = 0
         for bank, gram, moves, moving in zip(self.banks, grams, self.moves, self.moving):
             partner = partner_all[start: start + bank.count].view(-1, 1, 1)
@@ -234,6 +243,46 @@ class FusedTransition:
             stacked.copy_(updated if moves is None else torch.where(moves, updated, stacked))
         pair = factors[self.pairs]
         return (pair[:, 0] * pair[:, 1]).sum()
+
+    @torch.no_grad()
+    def track(self, targets: torch.Tensor, max_move: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Eq. 5 step with a step size per layer that brings each Φ_l to ``targets[l]`` to first order
+        (:mod:`sharing_lab.phi_schedule`), in place. Returns (Φ_l before the step, the step sizes τ_l), on the
+        device, not read back.
+
+        After Π_U a column moves by −τ times the part of ∇Φ_l tangent to its unit sphere, so to first order
+        Φ_l falls by τ_l·‖∇⊥Φ_l‖² (summed over the layer's moving columns): τ_l = (Φ_l − target_l)/‖∇⊥Φ_l‖²,
+        0 where Φ_l is already at or below its target, and at most what moves a column by ``max_move``."""
+        grams, factors, partner_all = self._levels()
+        pair = factors[self.pairs]
+        layer_phi = pair[:, 0] * pair[:, 1]
+        layers = len(layer_phi)
+        rate = torch.zeros(layers, dtype=layer_phi.dtype, device=layer_phi.device)
+        largest = torch.zeros_like(rate)
+        work, start = [], 0
+        for bank, gram, moves, moving in zip(self.banks, grams, self.moves, self.moving):
+            partner = partner_all[start: start + bank.count].view(-1, 1, 1)
+            layer = self.layer_of[start: start + bank.count]
+            start += bank.count
+            if not moving:
+                continue
+            stacked = bank.stacked
+            diagonal = gram.where(bank.block_mask, 0.0)
+            grad = partner * 2.0 * (torch.bmm(stacked, gram) + torch.bmm(stacked, diagonal))
+            tangent = grad - stacked * (stacked * grad).sum(-2, keepdim=True)
+            if moves is not None:
+                tangent = tangent.where(moves, 0.0)
+            rate.index_add_(0, layer, tangent.square().sum((-2, -1)))
+            largest.scatter_reduce_(0, layer, tangent.norm(dim=-2).amax(-1), "amax")
+            work.append((bank, moves, layer, grad))
+        excess = (layer_phi - targets).clamp_min(0.0)
+        tau = torch.where(rate > 0, excess / rate.clamp_min(1e-30), 0.0)
+        tau = torch.minimum(tau, max_move / largest.clamp_min(1e-30))
+        for bank, moves, layer, grad in work:
+            stacked = bank.stacked
+            updated = normalize_columns(stacked - tau[layer].view(-1, 1, 1) * grad)
+            stacked.copy_(updated if moves is None else torch.where(moves, updated, stacked))
+        return layer_phi, tau
 
 
 def random_semi_orthogonal(rows: int, cols: int, generator: torch.Generator | None = None,

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aps import APSConv2d, APSLinear, KernelGroup, TransformSet, transition_plan
+from .errors import InputError
 from .layout import Block, Channels, ConvSpec
 from .sharing import FusedPlans, FusedTransition, SideBank, phi, side_level
 from .space import LayerUse, SearchSpace
@@ -243,6 +244,20 @@ class Supernet(nn.Module):
         self._intact()
         plans = [transition_plan(module) for module in self._movable]
         return self.space.scheme.move(plans if self._fused is None else FusedPlans(plans, self._fused), tau)
+
+    def movable_layers(self) -> list[APSConv2d | APSLinear]:
+        """The layers with a movable side, in the order of :meth:`track_phi`'s per-layer values."""
+        return list(self._movable)
+
+    def track_phi(self, targets: torch.Tensor, max_move: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Eq. 5 step towards per-layer targets Φ_l (:meth:`sharing_lab.sharing.FusedTransition.track`);
+        returns (Φ_l before the step, τ_l) of :meth:`movable_layers`."""
+        self._intact()
+        if self._fused is None:
+            raise InputError("a Φ schedule needs every movable transform in a side bank (the built-in schemes)")
+        for module in self._movable:
+            transition_plan(module)  # releases the slice offsets of the sides that move
+        return self._fused.track(targets, max_move)
 
     def batchnorms(self, arch: Sequence[int]) -> list[nn.BatchNorm2d]:
         """The BatchNorm modules that architecture ``arch`` uses."""

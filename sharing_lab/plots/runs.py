@@ -21,8 +21,8 @@ from ..schemes import get_scheme
 from ..sweeps import find_run_dirs
 
 O_I_T = ("ordinal", "independent", "transitionary")
-META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau", "flops_target", "seed", "model",
-                "data", "epochs", "warmup_epochs")
+META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau", "phi_schedule", "flops_target",
+                "seed", "model", "data", "epochs", "warmup_epochs")
 
 
 class MissingRuns(InputError):
@@ -48,6 +48,11 @@ class Run:
         self.name = str(self.payload.get("run", self.path.name))
         self.kind = "retrain" if "source" in self.payload else "search"
         self.scheme, self.family, self.alpha = _scheme(self.config.sharing.scheme)
+        sharing = self.config.sharing
+        moving = self.family == "transitionary"
+        # the Φ schedule a moving run followed (None: a constant τ); τ is NaN for a scheduled run (it did not use it)
+        self.phi_schedule = sharing.phi_schedule if moving else None
+        self.tau = math.nan if self.phi_schedule is not None else float(sharing.tau)
         self._tables: dict[str, pd.DataFrame] = {}
 
     def table(self, name: str) -> pd.DataFrame:
@@ -76,9 +81,9 @@ class Run:
         return float(values.iloc[0])
 
     def meta(self) -> dict:
-        search, sharing = self.config.search, self.config.sharing
+        search = self.config.search
         return {"id": self.id, "run": self.name, "path": str(self.path), "kind": self.kind, "scheme": self.scheme,
-                "family": self.family, "alpha": self.alpha, "tau": float(sharing.tau),
+                "family": self.family, "alpha": self.alpha, "tau": self.tau, "phi_schedule": self.phi_schedule,
                 "flops_target": math.nan if search.flops_target is None else float(search.flops_target),
                 "seed": int(self.config.seed), "model": self.config.model.name, "data": self.config.data.name,
                 "epochs": int(search.epochs), "warmup_epochs": int(search.warmup_epochs)}
@@ -143,8 +148,9 @@ class RunSet:
         return self.group_by("family")
 
     def by_tau(self) -> dict[float, RunSet]:
-        """Transitionary search runs grouped by their transition rate τ."""
-        return self.select(kind="search", family="transitionary").group_by("tau")
+        """Transitionary search runs at a constant transition rate, grouped by τ (Φ-scheduled runs left out)."""
+        groups = self.select(kind="search", family="transitionary").group_by("tau")
+        return {tau: runs for tau, runs in groups.items() if tau is not None}
 
     def by_flops_target(self) -> dict[float | None, RunSet]:
         return self.group_by("flops_target")
@@ -237,8 +243,11 @@ def largest(groups: dict) -> RunSet:
 
 
 def most_common_tau(runs: RunSet) -> RunSet:
+    """The runs of the most common constant τ (the paper's APS-T), or the Φ-scheduled runs when there are only
+    those."""
     groups = runs.group_by("tau")
-    return runs if len(groups) <= 1 else largest(groups)
+    rates = {tau: group for tau, group in groups.items() if tau is not None}
+    return runs if len(groups) <= 1 else largest(rates or groups)
 
 
 def tau_runs(runset: RunSet, figure: str) -> dict[float, RunSet]:

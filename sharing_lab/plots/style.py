@@ -146,11 +146,11 @@ def format_float(value: float) -> str:
     return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e") if value else "0"
 
 
-def save(fig: Figure, out_dir: str | Path, name: str) -> list[Path]:
-    """Write ``<out_dir>/<name>.png`` (dpi 150) and ``.pdf``; returns both paths."""
+def save(fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``<out_dir>/<name>.png`` (dpi 150) and ``.pdf`` (or the given ``formats``); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    paths = [out_dir / f"{name}.{fmt}" for fmt in formats]
     with themed():
         for path in paths:
             fmt = path.suffix[1:]
