@@ -156,6 +156,15 @@ def transition_drop(run: Run) -> float:
     return 100 * float(before["value"].iloc[-1] - after["value"].min())
 
 
+def accuracy_lost(run: Run, name: str = "val_acc_mean") -> float:
+    """Validation accuracy the search phase lost by its end, in points: its best evaluation minus its last."""
+    rows = _scalar(run, name)
+    after = rows[rows["epoch"] >= _warmup(run)]
+    if after.empty:
+        return math.nan
+    return 100 * float(after["value"].max() - after["value"].iloc[-1])
+
+
 def beam_truth(run: Run) -> float:
     """Mean ground-truth test accuracy (points) of the beam's top-N."""
     archs = run.table("archs")
@@ -317,6 +326,15 @@ def evaluate(runset: RunSet) -> list[Claim]:
         claims.append(compare(f"9{suffix}", f"T's supernet ranks the space better than {name}'s (beyond the paper)",
                               f"final Kendall τ-b of supernet and ground-truth accuracy, {t_label} − {name}",
                               T, other, lambda r: final(r, "gt_kendall"), truth))
+    scheduled = f"transitionary runs under the Φ schedule and at a constant τ, {SEEDS} each"
+    claims += [
+        compare("10a", f"the Φ schedule loses less validation accuracy by the end of the search than {t_label} "
+                "(beyond the paper)", f"accuracy lost from the search phase's best to its end, {t_label} − "
+                "scheduled (points)", T, free.scheduled, accuracy_lost, scheduled),
+        compare("10b", f"the Φ schedule's supernet ranks the space better than {t_label}'s (beyond the paper)",
+                f"final Kendall τ-b of supernet and ground-truth accuracy, scheduled − {t_label}",
+                free.scheduled, T, lambda r: final(r, "gt_kendall"), scheduled),
+    ]
     return claims
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from .cli_budget import COMMANDS as BUDGET_COMMANDS
 from .cli_sweeps import COMMANDS as SWEEP_COMMANDS
 from .cli_tools import COMMANDS
 from .console import fail, log, progress
@@ -211,7 +212,7 @@ def retrain_command(source, top, overrides, out, name) -> None:
     click.echo(f"records: {run_dir}/{{retrain,retrain_curves}}/*.parquet")
 
 
-for _command in (*COMMANDS, *SWEEP_COMMANDS):
+for _command in (*COMMANDS, *SWEEP_COMMANDS, *BUDGET_COMMANDS):
     cli.add_command(_command)
 
 

@@ -24,20 +24,25 @@ JITTER = [-0.1, 0.05, 0.0, 0.1, -0.05]  # per seed: every arm has some spread, f
 EFFECT = 1.0
 
 
-def fake_run(root, scheme: str, seed: int, sign: int, tau: float = TAUS[1], target: float | None = None) -> None:
-    """A search run whose records carry each claim's effect with sign ``sign`` (+1: as the paper says)."""
-    name = f"{scheme}-{tau:g}-{target}-{seed}"
+def fake_run(root, scheme: str, seed: int, sign: int, tau: float = TAUS[1], target: float | None = None,
+             scheduled: bool = False) -> None:
+    """A search run whose records carry each claim's effect with sign ``sign`` (+1: as the paper says);
+    ``scheduled``: a transitionary run under the Φ schedule (else at the constant ``tau``)."""
+    name = f"{scheme}-{'schedule' if scheduled else f'{tau:g}'}-{target}-{seed}"
     run_dir = root / name
     run_dir.mkdir(parents=True)
     overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"sharing.tau={tau}", f"search.epochs={EPOCHS}",
                  f"search.warmup_epochs={WARMUP}", f"search.eval_every={EVAL_EVERY}"]
+    if not scheduled:
+        overrides.append("sharing.phi_schedule=none")
     if target is not None:
         overrides.append(f"search.flops_target={target}")
     write_config(run_dir, apply_overrides(Config(), overrides), {})
     writer = RecordWriter(run_dir, name)
     jitter, effect = JITTER[seed], sign * EFFECT
     t, o, i = scheme == "transitionary", scheme == "ordinal", scheme == "independent"
-    high_tau, low_tau, main_tau = t and tau == TAUS[2], t and tau == TAUS[0], t and tau == TAUS[1]
+    high_tau, low_tau = t and tau == TAUS[2] and not scheduled, t and tau == TAUS[0] and not scheduled
+    main_tau = t and tau == TAUS[1] and not scheduled
     rows = []
     for epoch in range(EPOCHS):
         step = (epoch + 1) * STEPS
@@ -58,11 +63,13 @@ def fake_run(root, scheme: str, seed: int, sign: int, tau: float = TAUS[1], targ
             mean = 0.8
             if search and epoch == WARMUP + 1:
                 mean -= 0.02 + (0.05 * effect if high_tau else 0.0) + 0.001 * jitter
+            if epoch == EPOCHS - 1 and (main_tau or scheduled):  # claim 10a: accuracy lost by the end
+                mean -= 0.05 + 0.001 * jitter - (0.02 * effect if scheduled else 0.0)
             values["val_acc_mean"] = mean
         rows += [{"step": step, "epoch": epoch, "name": k, "value": float(v)} for k, v in values.items()]
     wrong = (i and sign > 0) or (main_tau and sign < 0)  # claim 6: the exported architecture has regret
     best = 0.3 + (0.2 * effect if main_tau else 0.0) + 0.01 * jitter
-    kendall = 0.6 + (0.2 * effect if main_tau else 0.0) + 0.01 * jitter
+    kendall = 0.6 + (0.2 * effect if main_tau else 0.4 * effect if scheduled else 0.0) + 0.01 * jitter
     final = EPOCHS * STEPS
     rows += [{"step": final, "epoch": EPOCHS - 1, "name": k, "value": float(v)}
              for k, v in (("gt_top1_prob", best), ("gt_kendall", kendall), ("gt_regret", 1.5 if wrong else 0.0))]
@@ -79,6 +86,7 @@ def build(root, outcome: str) -> None:
             fake_run(root, "ordinal", seed, sign, target=target)
             fake_run(root, "independent", seed, sign, target=target)
             fake_run(root, "transitionary", seed, sign, target=target)
+        fake_run(root, "transitionary", seed, sign, scheduled=True)
         fake_run(root, "transitionary", seed, sign, tau=TAUS[0])
         fake_run(root, "transitionary", seed, sign, tau=TAUS[2])
 
@@ -95,7 +103,7 @@ def test_every_claim_gets_the_verdict_its_records_were_built_for(outcome_runs):
     results = claims_module.claims_of([root])
     ids = [claim.id for claim in results]
     assert ids == ["1a", "1b", "2", "3a", "3b", "4a", "4b", "5a", "5b", "6", "7a", "7b", "8a", "8b", "8c", "8d",
-                   "9a", "9b"]
+                   "9a", "9b", "10a", "10b"]
     wrong = {claim.id: (claim.verdict, claim.value, claim.low, claim.high) for claim in results
              if claim.verdict != outcome}
     assert not wrong, wrong
@@ -151,7 +159,7 @@ def test_the_cli_prints_json_and_a_table_and_refuses_a_path_without_runs(outcome
         ("high", "id", "low", "n", "needs", "statement", "statistic", "value", "verdict")}
     assert {c["verdict"] for c in payload["claims"]} == {outcome}
     code, out, _ = run_cli(["claims", str(root)], capsys)
-    assert code == 0 and f"18 {outcome}" in out
+    assert code == 0 and f"20 {outcome}" in out
     code, out, err = run_cli(["claims", str(tmp_path)], capsys)
     assert code == 2 and "no runs" in err and "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1

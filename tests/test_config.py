@@ -318,21 +318,37 @@ def test_a_format_1_config_json_written_before_the_redesign_is_read(tmp_path):
     assert {key: read[key] for key in old} == old  # every saved value is read back as written
     # the fixture holds the defaults of its time; the embedded space, its schedule, τ and retraining changed since
     changed = {"model.widths": [4, 8, 12, 16], "sharing.tau": 1e-5, "retrain.epochs": 40, "search.epochs": 60,
-               "search.warmup_epochs": 20, "search.eval_every": 10, "data.calibration_images": 2048}
+               "search.warmup_epochs": 20, "search.eval_every": 10, "data.calibration_images": 2048,
+               "search.lr_schedule": "cosine", "search.lr_milestones": []}
     assert {key: old[key] for key in changed} == changed
     assert {key: old[key] for key in old if key not in changed} == {key: defaults[key] for key in old
                                                                      if key not in changed}
-    assert {key: read[key] for key in new_keys} == {key: defaults[key] for key in new_keys}  # new keys: defaults
+    # new keys: defaults, but a run before format 4 had no Φ schedule (it moved P/Q at the constant τ)
+    assert read["sharing.phi_schedule"] is None
+    assert {key: read[key] for key in new_keys - {"sharing.phi_schedule"}} == {
+        key: defaults[key] for key in new_keys - {"sharing.phi_schedule"}}
     check(config)
 
 
-def test_a_written_config_json_has_format_3_and_reads_back(tmp_path):
+def test_a_written_config_json_has_format_4_and_reads_back(tmp_path):
     config = apply_overrides(Config(), ["seed=4", "probes.names=[]", "search.bn_evaluation=batch"])
     run_dir = rundir.create(tmp_path, "r", config, {"seed": 4})
     payload = json.loads((run_dir / rundir.CONFIG).read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 3
+    assert payload["format"] == rundir.CONFIG_FORMAT == 4
     assert "code_revision" in payload
     assert rundir.read_config(run_dir)[0] == config
+
+
+def test_a_format_3_config_json_without_a_phi_schedule_reads_as_a_constant_rate(tmp_path):
+    config = Config()
+    run_dir = rundir.create(tmp_path, "r", config, {"seed": 0})
+    payload = json.loads((run_dir / rundir.CONFIG).read_text())
+    payload["format"] = 3
+    for key in ("phi_schedule", "phi_fraction", "phi_at"):
+        del payload["config"]["sharing"][key]
+    (run_dir / rundir.CONFIG).write_text(json.dumps(payload))
+    read = rundir.read_config(run_dir)[0]
+    assert read.sharing.phi_schedule is None and read.sharing.tau == config.sharing.tau
 
 
 def test_a_config_json_of_a_newer_format_is_refused(tmp_path):

@@ -35,12 +35,14 @@ def fake_run(root, dirname, scheme="ordinal", seed=0, tau=1e-5, target=None, ret
     architectures in ``retrain`` / ``retrain_curves``. Returns the run directory."""
     run_dir = root / dirname
     run_dir.mkdir(parents=True)
-    overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"sharing.tau={tau}", f"search.epochs={EPOCHS}",
-                 f"search.warmup_epochs={WARMUP}", f"search.eval_every={EVAL_EVERY}"]
+    overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"sharing.tau={tau or 1e-5}", f"search.epochs={EPOCHS}",
+                 f"search.warmup_epochs={WARMUP}", f"search.eval_every={EVAL_EVERY}",
+                 "sharing.phi_schedule=none" if tau is not None else "sharing.phi_schedule=cosine"]
     if target is not None:
         overrides.append(f"search.flops_target={target}")
     config = apply_overrides(Config(), overrides)
     write_config(run_dir, config, extra or {})
+    tau = tau if tau is not None else 1e-5  # a Φ-scheduled run's records: shaped as at the default rate
     rng = np.random.default_rng(seed + 17 * len(scheme))
     writer = RecordWriter(run_dir, run_dir.name)
     decay = {"transitionary": 0.05 * math.log10(tau * 1e6)}.get(scheme.split(":")[0], 0.0)
@@ -402,6 +404,42 @@ def test_gt_figure_draws_ground_truth_scores_along_the_search(full, tmp_path):
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     schemes = [label for label in labels if label.startswith("APS-")]
     assert len(schemes) == 3 and all("2 seeds" in label for label in schemes) and "warm-up end" in labels
+
+
+def test_fig8_measures_the_beam_against_the_ground_truth_when_the_space_has_one(full, tmp_path):
+    import shutil
+
+    from sharing_lab.records import RecordWriter
+
+    shutil.copytree(full / "free", tmp_path / "free")
+    truth = {"ordinal": 0.95, "independent": 0.93, "transitionary": 0.97}
+    for run_dir in sorted((tmp_path / "free").iterdir()):
+        run = RunSet.from_paths([run_dir]).runs[0]
+        parts = [int(p.stem.split("-")[1]) for p in run_dir.glob("*/part-*.parquet")]
+        writer = RecordWriter(run_dir, run_dir.name, next_part=max(parts) + 1)
+        writer.add("archs", [{"epoch": EPOCHS, "source": "beam", "widths": f"{rank + 1},4,16", "macs": 1000 + rank,
+                              "log_prob": -1.0 - rank, "acc": 0.5, "rank": rank,
+                              "gt_acc": truth[run.family] - 0.01 * rank, "gt_rank": rank + 1}
+                             for rank in range(3)])
+        writer.flush()
+    fig = FIGURES["fig8"](RunSet.from_paths([tmp_path / "free"]))
+    free = fig.axes[0]
+    assert free.get_ylabel().startswith("ground-truth test accuracy (%)")
+    means = {label.split(" ")[0]: container.lines[0].get_ydata()
+             for label, container in zip(_legend(free), free.containers)}
+    assert means["APS-T"][0] == pytest.approx(97.0) and means["APS-I"][-1] == pytest.approx(92.0)
+    assert len(means["APS-O"]) == 3  # N = 1 … the beam's 3 scored rows, not the 5 retrained ones
+
+
+def test_a_phi_scheduled_run_has_no_tau_and_is_left_out_of_the_tau_figures(tmp_path):
+    for tau in (1e-3, 1e-5, None):
+        fake_run(tmp_path, f"t-{tau}", "transitionary", tau=tau, retrain=0)
+    runs = RunSet.from_paths([tmp_path])
+    assert list(runs.by_tau()) == [1e-5, 1e-3]
+    scheduled = runs.select(phi_schedule="cosine")
+    assert len(scheduled) == 1 and math.isnan(scheduled.meta["tau"].iloc[0])
+    fig = FIGURES["fig6"](runs)
+    assert len(fig.axes) == 2
 
 
 def test_no_probe_records_is_reported(tmp_path):

@@ -188,6 +188,7 @@ def shared_run(shared) -> Path:
 def test_stdout_names_the_run_directory(shared):
     run, result = shared
     assert f"run directory: {run}" in result.out
+    assert f"summary figure: {run / 'summary.png'}" in result.out
     assert "Traceback" not in result.err
 
 
@@ -198,7 +199,7 @@ def test_config_json_holds_resolved_config_and_versions(shared_run):
     assert payload["config"] == to_dict(expected)
     assert payload["config"]["seed"] == 0 and "device" in payload["config"]
     assert payload["run"] == "r"
-    assert payload["format"] == rundir.CONFIG_FORMAT == 3 and "code_revision" in payload
+    assert payload["format"] == rundir.CONFIG_FORMAT == 4 and "code_revision" in payload
     assert payload["versions"]["sharing_lab"] == sharing_lab.__version__
     assert payload["versions"]["torch"] == torch.__version__
 
@@ -210,7 +211,7 @@ def test_config_json_records_the_device_actually_used(shared_run):
 
 
 def test_run_directory_contents(shared_run):
-    for name in ("config.json", "summary.json", "arch.json", "checkpoint.pt"):
+    for name in ("config.json", "summary.json", "arch.json", "checkpoint.pt", "summary.png"):
         assert (shared_run / name).is_file(), name
     for table in TABLES:
         assert list((shared_run / table).glob("part-*.parquet")), table
@@ -506,7 +507,7 @@ def test_search_from_a_preset_name_through_the_cli(tmp_path):
     run = tmp_path / "p"
     assert f"run directory: {run}" in result.out
     payload = json.loads((run / "config.json").read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 3
+    assert payload["format"] == rundir.CONFIG_FORMAT == 4
     expected = apply_overrides(load_toml("cifar10-resnet20"), PRESET_TINY)
     assert payload["config"] == to_dict(expected)
     # what the preset sets and the overrides do not touch is the preset's
@@ -529,7 +530,7 @@ def test_run_search_library_entry_point(tmp_path):
     assert summary["run"] == "x" and summary["epochs"] == 1
     assert summary["steps_per_epoch"] == 256 // 64 == summary["steps"]
     payload = json.loads((run / "config.json").read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 3 and "code_revision" in payload
+    assert payload["format"] == rundir.CONFIG_FORMAT == 4 and "code_revision" in payload
     assert payload["config"] == to_dict(apply_overrides(Config(), [*TINY, *ONE_EPOCH]))
     scalars = sharing_lab.read_table(run, "scalars")
     steps = scalars.query("name == 'steps_per_epoch'")
