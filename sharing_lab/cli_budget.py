@@ -34,8 +34,12 @@ def _shape(text: str | None) -> tuple[int, int, int] | None:
 @click.option("--steps-per-epoch", type=click.IntRange(min=1),
               help="Weight steps per epoch (default: from the dataset, which must then be readable).")
 @click.option("--shape", help="CLASSES,CHANNELS,SIZE of the data when it is not read (with --steps-per-epoch).")
+@click.option("--no-replay", is_flag=True,
+              help="The ratios only, without replaying Φ (a paper-scale replay takes hours on a CPU); Φ's point is "
+                   "then the schedule's own.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_epoch, shape, as_json) -> None:
+def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_epoch, shape, no_replay,
+                   as_json) -> None:
     """The budget of a search in the paper's proportions (warm-up share, controller updates per decision, weight
     lr during the transition, where Φ gets to) and its Φ trajectory, replayed without data (P/Q get no task
     gradient, so the replay is the search's Φ exactly)."""
@@ -58,12 +62,14 @@ def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_ep
         rate = cfgmod.apply_overrides(config, ["sharing.phi_schedule=none"])
         tau, trajectory = calibrate_tau(rate, space, steps_per_epoch, fraction, at)
         config = cfgmod.apply_overrides(rate, [f"sharing.tau={tau}"])
+    elif no_replay:
+        trajectory = None
     else:
         trajectory = replay(config, space, steps_per_epoch)
     result = budget(config, space, steps_per_epoch, trajectory)
     result["calibrated_tau"] = tau
     result["steps_per_epoch"] = steps_per_epoch
-    result["phi"] = trajectory.rows.to_dict("records")
+    result["phi"] = [] if trajectory is None else trajectory.rows.to_dict("records")
     if as_json:
         click.echo(json.dumps(result))
         return
@@ -72,7 +78,7 @@ def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_ep
     moving = f"Φ schedule {sharing.phi_schedule}" if sharing.phi_schedule else f"τ = {sharing.tau:g}"
     if tau is not None:
         click.echo(f"calibrated τ = {tau:g}: Φ {fraction:g} of the way (log Φ) at {at:g} of the search phase")
-    click.echo(f"{'':38}{'this search':>14}{'paper':>10}")
+    click.echo(f"{'':38}{'this search':>14}{'paper':>10}   (paper: its CIFAR-10 ResNet-20 search)")
     for key, label in (("warmup_share", "warm-up share of the epochs"),
                        ("controller_updates_per_decision", "controller updates per decision"),
                        ("transition_at_peak_lr", "search phase at the peak weight lr"),
@@ -82,6 +88,9 @@ def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_ep
         click.echo(f"{label:38}{'never' if mine is None else f'{mine:.3g}':>14}{paper[key]:>10.3g}")
     if not space.scheme.transition:
         click.echo(f"Φ: scheme {config.sharing.scheme} does not move P/Q")
+        return
+    if trajectory is None:
+        click.echo(f"Φ ({moving}): not replayed (--no-replay)")
         return
     click.echo(f"Φ ({moving}): start {result['phi_start']:.4g}, independent minimum {result['phi_floor']:.4g}, "
                f"end {result['phi_end']:.4g} ({result['progress_end']:.2f} of the way in log Φ)")

@@ -111,13 +111,17 @@ def lr_shares(config: Config, steps_per_epoch: int) -> tuple[float, float]:
     return (sum(v >= 1 - 1e-9 for v in values) / len(values), sum(v >= 0.1 - 1e-9 for v in values) / len(values))
 
 
-def budget(config: Config, space: SearchSpace, steps_per_epoch: int, trajectory: Trajectory) -> dict:
-    """The ratios of ``config``'s search beside the paper's (:data:`PAPER`) and where its Φ gets to."""
-    search = config.search
+def budget(config: Config, space: SearchSpace, steps_per_epoch: int, trajectory: Trajectory | None) -> dict:
+    """The ratios of ``config``'s search beside the paper's (:data:`PAPER`) and where its Φ gets to (from the
+    replayed ``trajectory``; without one, the Φ schedule's own point, or None at a constant τ)."""
+    search, sharing = config.search, config.sharing
     at_peak, above_tenth = lr_shares(config, steps_per_epoch)
     search_steps = (search.epochs - search.warmup_epochs) * steps_per_epoch
-    reach = trajectory.reaches(0.8)
-    final = trajectory.rows.iloc[-1] if not trajectory.rows.empty else None
+    if trajectory is not None:
+        reach = trajectory.reaches(0.8)
+    else:
+        reach = sharing.phi_at if sharing.phi_schedule is not None and sharing.phi_fraction >= 0.8 else None
+    final = trajectory.rows.iloc[-1] if trajectory is not None and not trajectory.rows.empty else None
     return {
         "warmup_share": search.warmup_epochs / search.epochs,
         "controller_updates": search_steps,
@@ -127,7 +131,8 @@ def budget(config: Config, space: SearchSpace, steps_per_epoch: int, trajectory:
         "phi_80_at": reach,
         "lr_factor_at_phi_80": (None if reach is None else lr_factor(config, steps_per_epoch)(
             int((search.warmup_epochs + reach * (search.epochs - search.warmup_epochs)) * steps_per_epoch) - 1)),
-        "phi_start": trajectory.start, "phi_floor": trajectory.floor,
+        "phi_start": None if trajectory is None else trajectory.start,
+        "phi_floor": None if trajectory is None else trajectory.floor,
         "phi_end": None if final is None else float(final["phi"]),
         "progress_end": None if final is None else float(final["progress"]),
         "paper": PAPER,

@@ -148,9 +148,10 @@ def read_config(run_dir: str | Path) -> tuple[Config, dict]:
         version = payload.get("format", 1)
         if not isinstance(version, int) or version > CONFIG_FORMAT:
             raise InputError(f"{path} has format {version!r}; this sharing-lab reads formats 1..{CONFIG_FORMAT}")
-        if version < 4 and isinstance(payload["config"].get("sharing"), dict):
-            payload["config"]["sharing"].setdefault("phi_schedule", None)
-        return from_dict(payload["config"]), payload
+        mapping = payload["config"]
+        if version < 4 and isinstance(mapping.get("sharing"), dict):  # before the Φ schedule: a constant τ
+            mapping = {**mapping, "sharing": {"phi_schedule": None, **mapping["sharing"]}}
+        return from_dict(mapping), payload
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{path} is corrupt: {error}") from None
 

@@ -3,8 +3,9 @@
 The reference of Eq. 2 is the code before batching: a slice for exact sides, otherwise one einsum per layer over
 contiguous transforms. The batched kernels are the einsum's products element for element (the padding to the
 widest candidate only adds exact zeros to the sums) with the einsum's output strides, and the 1×1 layers take
-the einsum's own per-layer backward, so on the CPU logits and meta-weight gradients are bitwise equal
-(torch.equal), in the paper's space and in the embedded default's. The reference of Eq. 5 is
+the einsum's own per-layer backward, so on the CPU logits and meta-weight gradients are equal to float32
+rounding, in the paper's space and in the embedded default's: bitwise (torch.equal) on AVX2 CPUs, within about
+1e-6 relative on AVX-512 ones, where bmm and einsum sum in another order. The reference of Eq. 5 is
 :func:`sharing_lab.sharing.transition_layers` on copies of the transforms: the fused step does the same
 arithmetic and stays within 1e-6 relative (bitwise on this CPU).
 """
@@ -70,12 +71,18 @@ def _reference_step(net: Supernet, x, y, arch, monkeypatch):
         return _step(net, x, y, arch)
 
 
+def _rounding_close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal up to float32 rounding: bitwise on some CPUs (seen on AVX2), and within 1e-5 of the largest entry
+    where the bmm and einsum kernels sum in another order (seen on AVX-512: about 1e-6)."""
+    return torch.equal(a, b) or bool((a - b).abs().max() <= 1e-5 * b.abs().max())
+
+
 @pytest.mark.parametrize("granularity, widths, channels, count", [
     ("conv", (4, 8, 12, 16), 3, 4),
     ("stage", (4, 8, 12, 16), 1, 4),  # the embedded default's space (digits: one image channel)
     ("conv", (16, 32, 64, 96), 3, 1),  # the paper's
 ], ids=["conv", "default-search", "paper"])
-def test_batched_kernels_give_the_einsum_logits_and_gradients_bitwise(granularity, widths, channels, count,
+def test_batched_kernels_give_the_einsum_logits_and_gradients_to_rounding(granularity, widths, channels, count,
                                                                       monkeypatch):
     space = _space(granularity, widths=widths, channels=channels)
     net = Supernet(space, seed=0)
@@ -88,10 +95,10 @@ def test_batched_kernels_give_the_einsum_logits_and_gradients_bitwise(granularit
     for arch in archs:
         logits, grads = _step(net, x, y, arch)
         ref_logits, ref_grads = _reference_step(net, x, y, arch, monkeypatch)
-        assert torch.equal(logits, ref_logits), arch
+        assert _rounding_close(logits, ref_logits), arch
         assert {n for n, g in grads.items() if g is None} == {n for n, g in ref_grads.items() if g is None}
         for name, grad in grads.items():
-            assert grad is None or torch.equal(grad, ref_grads[name]), (arch, name)
+            assert grad is None or _rounding_close(grad, ref_grads[name]), (arch, name)
 
 
 def _strides(tensor: torch.Tensor) -> list[int]:

@@ -43,7 +43,7 @@ def test_to_dict_is_nested_plain_json():
     mapping = to_dict(Config())
     assert set(mapping) >= {"model", "data", "search", "sharing", "probes", "retrain", "seed", "device"}
     assert mapping["model"]["widths"] == [1, 2, 3, 4]  # tuples become lists
-    assert mapping["search"]["lr_milestones"] == []
+    assert mapping["search"]["lr_milestones"] == [33, 40]
     assert json.loads(json.dumps(mapping)) == mapping
 
 

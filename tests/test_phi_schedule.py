@@ -144,3 +144,15 @@ def test_budget_cli_json_and_bad_input():
     assert_input_error(invoke("budget", "--shape", "10,3"), "--shape")
     assert_input_error(invoke("budget", "--set", "sharing.phi_schedule=sideways"), "sharing.phi_schedule")
     assert_input_error(invoke("budget", "--set", "sharing.phi_at=0"), "sharing.phi_at")
+
+
+def test_the_paper_preset_has_the_papers_proportions():
+    result = invoke("budget", "--config", "cifar10-resnet20", "--no-replay", "--steps-per-epoch", "98",
+                    "--shape", "10,3,32", "--json")
+    assert result.code == 0, result.err
+    payload = json.loads(result.out)
+    paper = payload["paper"]
+    for key in ("warmup_share", "controller_updates_per_decision", "transition_at_peak_lr",
+                "transition_above_tenth_lr"):
+        assert payload[key] == pytest.approx(paper[key]), key
+    assert payload["phi_80_at"] == 0.6 and payload["lr_factor_at_phi_80"] == pytest.approx(0.1)
