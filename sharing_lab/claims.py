@@ -326,7 +326,7 @@ def evaluate(runset: RunSet) -> list[Claim]:
         claims.append(compare(f"9{suffix}", f"T's supernet ranks the space better than {name}'s (beyond the paper)",
                               f"final Kendall τ-b of supernet and ground-truth accuracy, {t_label} − {name}",
                               T, other, lambda r: final(r, "gt_kendall"), truth))
-    scheduled = f"transitionary runs under the Φ schedule and at a constant τ, {SEEDS} each"
+    scheduled = f"transitionary runs under the Φ schedule and at a constant τ, {SEEDS}"
     claims += [
         compare("10a", f"the Φ schedule loses less validation accuracy by the end of the search than {t_label} "
                 "(beyond the paper)", f"accuracy lost from the search phase's best to its end, {t_label} − "

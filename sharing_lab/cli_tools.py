@@ -199,7 +199,8 @@ def plot(figure, paths, out_dir) -> None:
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def claims(paths, as_json) -> None:
+@click.option("--markdown", is_flag=True, help="A Markdown table (what figures/README.md holds).")
+def claims(paths, as_json, markdown) -> None:
     """Test the paper's claims on the runs at or under PATHS: each claim's statistic, its 95% interval over
     seeds and a verdict (holds, fails, inconclusive), from the records only."""
     from .claims import MIN_SEEDS, claims_of
@@ -211,6 +212,8 @@ def claims(paths, as_json) -> None:
     if as_json:
         click.echo(json.dumps({"claims": [claim.as_dict() for claim in results], "min_seeds": MIN_SEEDS}))
         return
+    if markdown:
+        click.echo("| id | claim | statistic | value [95% interval] | n | verdict |\n|---|---|---|---|---|---|")
     for claim in results:
         if claim.value is None:
             figure = "not testable"
@@ -218,11 +221,17 @@ def claims(paths, as_json) -> None:
             figure = f"{claim.value:+.4g} (no interval)"
         else:
             figure = f"{claim.value:+.4g} [{claim.low:+.4g}, {claim.high:+.4g}]"
+        if markdown:
+            click.echo(f"| {claim.id} | {claim.statement} | {claim.statistic} | {figure} | {claim.n} | "
+                       f"**{claim.verdict}** |")
+            continue
         click.echo(f"{claim.id:<3} {claim.verdict.upper():<12} {claim.statement}")
         click.echo(f"    {claim.statistic}: {figure}, n = {claim.n}")
         if claim.needs:
             click.echo(f"    needs: {claim.needs}")
     counts = {v: sum(c.verdict == v for c in results) for v in ("holds", "fails", "inconclusive")}
+    if markdown:
+        click.echo()
     click.echo(", ".join(f"{n} {v}" for v, n in counts.items()) + f" (95% intervals; a verdict needs >= {MIN_SEEDS} "
                "seeds per arm)")
 

@@ -160,6 +160,9 @@ def test_the_cli_prints_json_and_a_table_and_refuses_a_path_without_runs(outcome
     assert {c["verdict"] for c in payload["claims"]} == {outcome}
     code, out, _ = run_cli(["claims", str(root)], capsys)
     assert code == 0 and f"20 {outcome}" in out
+    code, out, _ = run_cli(["claims", str(root), "--markdown"], capsys)
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| id ")]
+    assert code == 0 and len(rows) == 20 and all(line.endswith(f"**{outcome}** |") for line in rows)
     code, out, err = run_cli(["claims", str(tmp_path)], capsys)
     assert code == 2 and "no runs" in err and "Traceback" not in out + err
     assert len(err.strip().splitlines()) == 1
