@@ -38,6 +38,7 @@ from .probes import Probe, ProbeView
 from .records import NullWriter, RecordWriter
 from .report import evaluate, finish, record_epoch
 from .runtime import Runtime, resolve_device, resolve_runtime
+from .schemes.base import SharingScheme
 from .scoring import Truth, load_truth
 from .state import SearchState, build_space, build_state
 from .training import train_step
@@ -116,8 +117,10 @@ def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] 
     calibration = (calibration_batches(data, data_cfg.calibration_images, data_cfg.eval_batch_size, device,
                                        runtime) if group.is_main else [])
     sharing = config.sharing
+    # the schedule steers Eq. 5; a scheme of one's own that overrides move() keeps its move
+    steers = space.scheme.transition and type(space.scheme).move is SharingScheme.move
     schedule = (PhiSchedule(state.supernet, sharing.phi_schedule, sharing.phi_fraction, sharing.phi_at)
-                if sharing.phi_schedule is not None and space.scheme.transition else None)
+                if sharing.phi_schedule is not None and steers else None)
     return Search(config, run_dir, data, state, writer, runtime, group, calibration, log, progress,
                   load_truth(config, space), schedule)
 
@@ -129,7 +132,7 @@ def train_epoch(search: Search) -> dict[str, float]:
     cfg, state, group = search.config, search.state, search.group
     search_phase = search.in_search_phase()
     sums = torch.zeros(2, dtype=torch.float64, device=search.device)  # loss × images, correct: read at the end
-    totals = {"seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0, "tau": None}
+    totals = {"seen": 0, "macs": 0.0, "reward": 0.0, "entropy": 0.0, "steps": 0, "tau": None, "moves": 0}
     check_every_step = search.device.type == "cpu" and not group.active  # free there; a GPU would have to wait
     batches = search.data.batches("train", cfg.data.batch_size, generator=state.generators["data"],
                                   device=search.device, shard=(group.rank, group.world_size))
@@ -234,7 +237,7 @@ def transition(search: Search, totals: dict) -> None:
     targets = search.schedule.targets((state.step + 1 - warmup) / length)
     _, tau = state.supernet.track_phi(targets, MAX_MOVE)
     totals["tau"] = tau if totals["tau"] is None else totals["tau"] + tau
-    totals["moves"] = totals.get("moves", 0) + 1
+    totals["moves"] += 1
 
 
 def _one_ahead(batches):

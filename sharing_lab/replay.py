@@ -15,6 +15,7 @@ import pandas as pd
 
 from .config import Config
 from .phi_schedule import MAX_MOVE, PhiSchedule, layer_bounds, log_progress
+from .schemes.base import SharingScheme
 from .space import SearchSpace
 from .state import lr_factor
 from .supernet import Supernet
@@ -57,8 +58,9 @@ def replay(config: Config, space: SearchSpace, steps_per_epoch: int, tau: float 
     epochs replayed; default all)."""
     search, sharing = config.search, config.sharing
     supernet = Supernet(space, config.seed, config.model.bn)
+    steers = type(space.scheme).move is SharingScheme.move  # as the search: a scheme's own move() is kept
     schedule = (PhiSchedule(supernet, sharing.phi_schedule, sharing.phi_fraction, sharing.phi_at)
-                if tau is None and sharing.phi_schedule is not None else None)
+                if tau is None and sharing.phi_schedule is not None and steers else None)
     rate = sharing.tau if tau is None else tau
     starts, floors = layer_bounds(supernet)
     start, floor = float(starts.sum()), float(floors.sum())

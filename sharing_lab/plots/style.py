@@ -146,7 +146,8 @@ def format_float(value: float) -> str:
     return f"{value:.0e}".replace("e-0", "e-").replace("e+0", "e") if value else "0"
 
 
-def save(fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+def save(fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = ("png", "pdf"),
+         dpi: int = DPI) -> list[Path]:
     """Write ``<out_dir>/<name>.png`` (dpi 150) and ``.pdf`` (or the given ``formats``); returns the paths."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,5 +155,5 @@ def save(fig: Figure, out_dir: str | Path, name: str, formats: Sequence[str] = (
     with themed():
         for path in paths:
             fmt = path.suffix[1:]
-            atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=DPI))
+            atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
     return paths
