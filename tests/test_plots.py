@@ -18,6 +18,7 @@ from sharing_lab.errors import InputError
 from sharing_lab.plots import FIGURES, MissingRuns, RunSet, common, find_run_dirs, plot, plot_all, style
 from sharing_lab.plots import rank as rank_module
 from sharing_lab.plots import theorem as theorem_module
+from sharing_lab.plots.runs import SCHEDULED, scheme_arms
 from sharing_lab.records import RecordWriter
 from sharing_lab.rundir import write_config
 from sharing_lab.theorem import covariance_checks, extreme_checks
@@ -440,6 +441,10 @@ def test_a_phi_scheduled_run_has_no_tau_and_is_left_out_of_the_tau_figures(tmp_p
     assert len(scheduled) == 1 and math.isnan(scheduled.meta["tau"].iloc[0])
     fig = FIGURES["fig6"](runs)
     assert len(fig.axes) == 2
+    fake_run(tmp_path, "o", "ordinal", retrain=0)
+    arms = scheme_arms(RunSet.from_paths([tmp_path]), "gt")
+    assert list(arms) == ["ordinal", "transitionary", SCHEDULED]
+    assert [run.name for run in arms[SCHEDULED]] == ["t-None"] and len(arms["transitionary"]) == 1
 
 
 def test_no_probe_records_is_reported(tmp_path):

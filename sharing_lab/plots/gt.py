@@ -1,24 +1,25 @@
 """How close each search came to the ground truth, along the search: the supernet's ranking of the whole space
 against the ground truth (``gt_kendall``, Kendall τ-b) and the controller's probability of the best ground-truth
-architecture under the FLOPs target (``gt_top1_prob``), for O, I and T (mean and 95% t-interval over seeds)."""
+architecture under the FLOPs target (``gt_top1_prob``), for O, I and T (:func:`~.runs.scheme_arms`: T at its
+constant τ, and the Φ-scheduled T beside it when there are such runs; mean and 95% t-interval over seeds)."""
 
 from __future__ import annotations
 
 from matplotlib.figure import Figure
 
 from .common import draw_band, mean_interval, scalars, seeds_note, warmup_epochs
-from .runs import O_I_T, MissingRuns, RunSet
+from .runs import MissingRuns, RunSet, scheme_arms
 from .style import mark_warmup, new_figure, ordered, scheme_color, scheme_label, with_theme
 
 PANELS = (("gt_kendall", "Kendall τ-b, supernet vs ground truth", "ranking of the whole space"),
-          ("gt_top1_prob", "controller probability of the best architecture", "probability of the oracle"))
+          ("gt_top1_prob", "p(best architecture), controller", "probability of the oracle"))
 
 
 @with_theme
 def figure(runset: RunSet) -> Figure:
     search = runset.select(kind="search")
     rows = scalars(search, [name for name, _, _ in PANELS])
-    families = {family: runs for family, runs in search.by_family().items() if family in O_I_T}
+    families = scheme_arms(search, "gt")
     present = {family for family in families if not rows[rows["id"].isin(families[family].meta["id"])].empty}
     if not present:
         raise MissingRuns("gt needs searches on a space with a ground truth (gt_* scalars) for ordinal, "

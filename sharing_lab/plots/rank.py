@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 
 from .common import accuracy_column, retrained
-from .runs import MissingRuns, RunSet
+from .runs import MissingRuns, RunSet, scheme_arms
 from .style import new_figure, ordered, scheme_color, scheme_label, with_theme
 
 MIN_PAIRS = 3
@@ -72,19 +72,24 @@ def pairs(runset: RunSet) -> pd.DataFrame:
 
 
 def truth_pairs(runset: RunSet) -> pd.DataFrame:
-    """Per search run on a space with a ground truth: its last whole-space evaluation, one row per
-    architecture with the supernet's accuracy ``x`` and the ground truth's mean test accuracy ``y``."""
+    """Per search run of an arm (:func:`~.runs.scheme_arms`) on a space with a ground truth: its last whole-space
+    evaluation, one row per architecture with the supernet's accuracy ``x`` and the ground truth's mean test
+    accuracy ``y``."""
     from ..ground_truth import groundtruth, space_for, summarise
 
     frames = []
-    for run in runset.select(kind="search"):
+    try:
+        arms = scheme_arms(runset, "rank")
+    except MissingRuns:
+        return pd.DataFrame(columns=["id", "scheme", "x", "y"])
+    for label, run in ((label, run) for label, runs in arms.items() for run in runs):
         space = run.table("space")
         truth_space = space_for(run.config)
         if space.empty or truth_space is None:
             continue
         last = space[space["step"] == space["step"].max()]
         truth = summarise(groundtruth(truth_space)).set_index("widths")["test_acc"]
-        frames.append(pd.DataFrame({"id": run.id, "scheme": run.family, "widths": last["widths"],
+        frames.append(pd.DataFrame({"id": run.id, "scheme": label, "widths": last["widths"],
                                     "x": last["supernet_acc"].astype(float),
                                     "y": last["widths"].map(truth).astype(float)}).dropna())
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["id", "scheme", "x", "y"])
@@ -101,7 +106,7 @@ def _seed_interval(values: np.ndarray) -> tuple[float, float, float]:
 @with_theme
 def truth_figure(data: pd.DataFrame) -> Figure:
     schemes = ordered(set(data["scheme"]))
-    fig, axes = new_figure(len(schemes), ncols=3)
+    fig, axes = new_figure(len(schemes), ncols=4)
     for ax, scheme in zip(axes, schemes):
         part = data[data["scheme"] == scheme]
         per_run = part.groupby("id").apply(lambda g: pd.Series(

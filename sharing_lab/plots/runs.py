@@ -225,6 +225,27 @@ def comparison_runs(runset: RunSet, figure: str, families: Sequence[str] = O_I_T
     return best
 
 
+SCHEDULED = "transitionary-schedule"  # the arm of Φ-scheduled transitionary runs beside the constant-τ one
+
+
+def scheme_arms(runset: RunSet, figure: str) -> dict[str, RunSet]:
+    """The O, I, T arms present (:func:`comparison_runs`; T at its most common constant τ) and, when there are
+    Φ-scheduled transitionary runs of the same setting without a FLOPs target, those as the arm
+    :data:`SCHEDULED`. :class:`MissingRuns` when none of O, I, T is present."""
+    search = runset.select(kind="search")
+    present = [family for family in O_I_T if search.select(family=family)]
+    if not present:
+        raise MissingRuns(f"{figure} needs search runs of ordinal, independent or transitionary sharing; found: "
+                          f"{search.describe()}")
+    arms = comparison_runs(search, figure, present)
+    setting = tuple(next(iter(arms.values())).meta[list(SETTING)].iloc[0])
+    scheduled = search.select(lambda run: run.phi_schedule is not None, family="transitionary", flops_target=None)
+    scheduled = scheduled.select(lambda run: tuple(run.meta()[key] for key in SETTING) == setting)
+    if scheduled and set(scheduled.meta["id"]) != set(arms.get("transitionary", RunSet()).meta["id"]):
+        arms[SCHEDULED] = scheduled
+    return arms
+
+
 def _one_configuration(runs: RunSet) -> RunSet:
     if not runs:
         return runs

@@ -24,9 +24,10 @@ DPI = 150
 PANEL_SIZE = (3.9, 3.1)  # inches per panel
 
 _DEEP = sns.color_palette("deep")
-SCHEME_COLORS = {"ordinal": _DEEP[0], "independent": _DEEP[1], "transitionary": _DEEP[2]}
+SCHEME_COLORS = {"ordinal": _DEEP[0], "independent": _DEEP[1], "transitionary": _DEEP[2],
+                 "transitionary-schedule": _DEEP[4]}
 SCHEME_LABELS = {"ordinal": "APS-O (ordinal)", "independent": "APS-I (independent)",
-                 "transitionary": "APS-T (transitionary)"}
+                 "transitionary": "APS-T (transitionary)", "transitionary-schedule": "APS-T+Φ (Φ schedule)"}
 METRIC_COLORS = {"train_acc": _DEEP[7], "val_acc_mean": _DEEP[0], "val_acc_max": _DEEP[3]}
 PHI_LABEL = "Φ (sharing level)"
 WARMUP_LABEL = "warm-up end"
@@ -84,7 +85,7 @@ def scheme_color(scheme: str):
     return _OTHER[(sum(map(ord, scheme)) % 6) + 4]
 
 
-SCHEME_RANKS = {"independent": 0, "overlap": 1, "ordinal": 2, "transitionary": 3}
+SCHEME_RANKS = {"independent": 0, "overlap": 1, "ordinal": 2, "transitionary": 3, "transitionary-schedule": 4}
 
 
 def scheme_order(scheme: str) -> tuple:

@@ -1,0 +1,63 @@
+"""The records committed behind ``figures/`` (``records/embedded``, from ``sharing-lab recipe all``): every claim
+gets a verdict from at least five seeds per arm, ``figures/README.md`` holds the table ``sharing-lab claims``
+prints for them, and the default search's accuracy at the end is within a point of its best (issue 13)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sharing_lab import read_table
+from sharing_lab.claims import MIN_SEEDS, claims_of
+from sharing_lab.config import Config
+from sharing_lab.plots.runs import RunSet
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "records" / "embedded"
+README = ROOT / "figures" / "README.md"
+
+pytestmark = pytest.mark.skipif(not RECORDS.is_dir(), reason="no committed records in this checkout")
+
+
+@pytest.fixture(scope="module")
+def claims():
+    return claims_of([RECORDS])
+
+
+def test_every_claim_is_tested_on_at_least_five_seeds_per_arm(claims):
+    assert len(claims) == 20
+    for claim in claims:
+        assert claim.value is not None and claim.low is not None, claim
+        assert claim.n >= MIN_SEEDS, claim
+        assert claim.verdict in ("holds", "fails", "inconclusive")
+
+
+def test_the_figures_readme_holds_the_claims_table_of_these_records(claims):
+    text = README.read_text()
+    for claim in claims:
+        row = re.search(rf"^\| {re.escape(claim.id)} \|.*\| \*\*(\w+)\*\* \|$", text, re.MULTILINE)
+        assert row is not None, claim.id
+        assert row.group(1) == claim.verdict, (claim.id, row.group(0))
+        assert f"{claim.value:+.4g} [{claim.low:+.4g}, {claim.high:+.4g}]" in row.group(0), claim.id
+
+
+def test_the_committed_runs_are_the_recipes_default_budget():
+    runs = RunSet.from_paths([RECORDS])
+    assert len(runs) >= 45
+    default = Config().search
+    assert set(runs.meta["epochs"]) == {default.epochs} and set(runs.meta["warmup_epochs"]) == {default.warmup_epochs}
+    for run in runs:
+        assert not list(run.path.glob("checkpoint*")), run.path  # records only
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_default_search_keeps_its_accuracy_to_the_end(seed):
+    """Mean of the sampled architectures and the widest: the last evaluation within 1 point of the search phase's
+    best (the default search is the recipes' scheduled transitionary arm)."""
+    scalars = read_table(RECORDS / f"oit-scheduled-s{seed}", "scalars")
+    for name in ("val_acc_mean", "val_acc_widest"):
+        rows = scalars[(scalars["name"] == name) & (scalars["epoch"] >= Config().search.warmup_epochs)]
+        rows = rows.sort_values("step")
+        assert rows["value"].max() - rows["value"].iloc[-1] <= 0.01, (seed, name)
