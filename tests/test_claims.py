@@ -72,7 +72,7 @@ def fake_run(root, scheme: str, seed: int, sign: int, tau: float = TAUS[1], targ
     kendall = 0.6 + (0.2 * effect if main_tau else 0.4 * effect if scheduled else 0.0) + 0.01 * jitter
     final = EPOCHS * STEPS
     rows += [{"step": final, "epoch": EPOCHS - 1, "name": k, "value": float(v)}
-             for k, v in (("gt_top1_prob", best), ("gt_kendall", kendall), ("gt_regret", 1.5 if wrong else 0.0))]
+             for k, v in (("gt_top1_prob", best), ("gt_kendall", kendall), ("gt_regret", 5.0 if wrong else 0.04))]
     writer.add("scalars", rows)
     gt_acc = 0.9 + (0.02 * effect if main_tau else 0.0) + 0.001 * jitter
     writer.add("archs", [{"epoch": EPOCHS - 1, "source": "beam", "widths": f"{r + 1},4", "macs": 1000 + r,

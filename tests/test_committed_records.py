@@ -52,12 +52,19 @@ def test_the_committed_runs_are_the_recipes_default_budget():
         assert not list(run.path.glob("checkpoint*")), run.path  # records only
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(5))
 def test_the_default_search_keeps_its_accuracy_to_the_end(seed):
-    """Mean of the sampled architectures and the widest: the last evaluation within 1 point of the search phase's
-    best (the default search is the recipes' scheduled transitionary arm)."""
-    scalars = read_table(RECORDS / f"oit-scheduled-s{seed}", "scalars")
-    for name in ("val_acc_mean", "val_acc_widest"):
-        rows = scalars[(scalars["name"] == name) & (scalars["epoch"] >= Config().search.warmup_epochs)]
-        rows = rows.sort_values("step")
-        assert rows["value"].max() - rows["value"].iloc[-1] <= 0.01, (seed, name)
+    """The default search is the recipes' Φ-scheduled transitionary arm. The widest architecture's validation
+    accuracy ends within 1 point of its search-phase best, and the supernet's accuracy expected under the
+    controller (exact: Σ_a p(a)·acc(a) over the whole space) is highest at the end. (The mean of 20 *sampled*
+    architectures is not held to this: with a width-1 stage some of them collapse, and a draw moves it by several
+    points even where nothing moves any more, in O as well; see figures/README.md.)"""
+    run = RECORDS / f"oit-scheduled-s{seed}"
+    scalars = read_table(run, "scalars")
+    rows = scalars[(scalars["name"] == "val_acc_widest") & (scalars["epoch"] >= Config().search.warmup_epochs)]
+    rows = rows.sort_values("step")
+    assert rows["value"].max() - rows["value"].iloc[-1] <= 0.01
+    space = read_table(run, "space")
+    expected = (space.assign(weighted=space["prob"] * space["supernet_acc"]).groupby("epoch")
+                .apply(lambda g: g["weighted"].sum() / g["prob"].sum(), include_groups=False).sort_index())
+    assert expected.iloc[-1] == expected.max()
