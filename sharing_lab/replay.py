@@ -66,7 +66,6 @@ def replay(config: Config, space: SearchSpace, steps_per_epoch: int, tau: float 
     start, floor = float(starts.sum()), float(floors.sum())
     length = (search.epochs - search.warmup_epochs) * steps_per_epoch
     rows, step = [], search.warmup_epochs * steps_per_epoch
-    movable = {id(module) for module in supernet.movable_layers()}
     for epoch in range(search.warmup_epochs, search.warmup_epochs + (epochs or search.epochs - search.warmup_epochs)):
         taus = []
         for _ in range(steps_per_epoch):
@@ -78,8 +77,7 @@ def replay(config: Config, space: SearchSpace, steps_per_epoch: int, tau: float 
                     _, layer_tau = supernet.track_phi(schedule.targets(position), MAX_MOVE)
                     taus.append(float(layer_tau.median()))
             step += 1
-        phi = sum(value for (_, module), value in zip(supernet.aps_layers(), supernet.phi_per_layer())
-                  if id(module) in movable)
+        phi = supernet.movable_phi()
         rows.append({"epoch": epoch, "phi": phi, "progress": log_progress(phi, start, floor),
                      "tau": sum(taus) / len(taus) if taus else rate})
     return Trajectory(pd.DataFrame(rows), start, floor)

@@ -167,6 +167,23 @@ def finish(search: Search) -> dict:
     return search.group.broadcast_object(summary)
 
 
+def budget_summary(search: Search) -> dict:
+    """The search's ratios beside the paper's (:func:`sharing_lab.replay.budget`, without a replay) and where Φ
+    ended: the movable layers' Φ against their ordinal start and independent minimum, and the share of the way
+    in log Φ."""
+    from .phi_schedule import layer_bounds, log_progress
+    from .replay import budget
+
+    state = search.state
+    ratios = budget(search.config, search.space, state.steps_per_epoch, None)
+    start, floor = layer_bounds(state.supernet)
+    phi = state.supernet.movable_phi()
+    moving = bool(state.supernet.movable_layers())
+    ratios.update(phi_start=float(start.sum()), phi_floor=float(floor.sum()), phi_end=phi,
+                  progress_end=log_progress(phi, float(start.sum()), float(floor.sum())) if moving else None)
+    return ratios
+
+
 def _finish(search: Search) -> dict:
     cfg, state = search.config.search, search.state
     top = beam_search(state.controller, cfg.beam_top, search.flops_left)
@@ -193,6 +210,7 @@ def _finish(search: Search) -> dict:
         "final_phi": float(sum(state.supernet.phi_per_layer())), "export_path": str(export_path),
         "processes": search.group.world_size, **search.runtime.describe(),
     }
+    summary["budget"] = budget_summary(search)
     if truth is not None:
         summary["groundtruth"] = {"space": truth.space.name, "rank": chosen["gt_rank"], "acc": chosen["gt_acc"],
                                   "regret_points": chosen["gt_regret"], "architectures": len(truth.table),

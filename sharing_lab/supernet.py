@@ -249,6 +249,12 @@ class Supernet(nn.Module):
         """The layers with a movable side, in the order of :meth:`track_phi`'s per-layer values."""
         return list(self._movable)
 
+    @torch.no_grad()
+    def movable_phi(self) -> float:
+        """Σ_l Φ_l (Eq. 4) over :meth:`movable_layers`."""
+        return sum(float(phi(*([t.contiguous() for t in side] for side in module.sides())))
+                   for module in self._movable)
+
     def track_phi(self, targets: torch.Tensor, max_move: float) -> tuple[torch.Tensor, torch.Tensor]:
         """One Eq. 5 step towards per-layer targets Φ_l (:meth:`sharing_lab.sharing.FusedTransition.track`);
         returns (Φ_l before the step, τ_l) of :meth:`movable_layers`."""

@@ -108,6 +108,10 @@ def test_the_replay_without_data_is_the_searchs_phi(tmp_path):
     taus = scalars[scalars["name"] == "tau"]
     assert len(taus) == 2 and (taus["value"] > 0).all()  # the realised step sizes are recorded
     assert set(scalars["name"]) >= {"phi_target"}
+    ended = json.loads((run_dir / "summary.json").read_text())["budget"]  # the ratios and Φ's end, per run
+    assert ended["phi_end"] == pytest.approx(trajectory.rows["phi"].iloc[-1], rel=1e-6)
+    assert ended["progress_end"] == pytest.approx(trajectory.rows["progress"].iloc[-1], rel=1e-5)
+    assert ended["warmup_share"] == pytest.approx(1 / 3) and "paper" in ended
 
 
 def test_calibrate_tau_finds_the_constant_rate_that_reaches_the_fraction():
