@@ -264,11 +264,17 @@ def largest(groups: dict) -> RunSet:
 
 
 def most_common_tau(runs: RunSet) -> RunSet:
-    """The runs of the most common constant τ (the paper's APS-T), or the Φ-scheduled runs when there are only
-    those."""
+    """The runs of the most common constant τ (the paper's APS-T; among equals the middle τ, as
+    :mod:`sharing_lab.claims` takes it: a τ sweep's ends are the too small and too large rates), or the
+    Φ-scheduled runs when there are only those."""
     groups = runs.group_by("tau")
     rates = {tau: group for tau, group in groups.items() if tau is not None}
-    return runs if len(groups) <= 1 else largest(rates or groups)
+    if len(groups) <= 1 or not rates:
+        return runs if len(groups) <= 1 else largest(groups)
+    taus = sorted(rates)
+    most = max(len(group) for group in rates.values())
+    middle = (len(taus) - 1) / 2
+    return rates[min((tau for tau in taus if len(rates[tau]) == most), key=lambda tau: abs(taus.index(tau) - middle))]
 
 
 def tau_runs(runset: RunSet, figure: str) -> dict[float, RunSet]:
