@@ -193,6 +193,10 @@ class FusedPlans(list):
         self.fused = fused
 
 
+# The largest τ·(p·∇Φ_l) a tracking step takes: at 1 a column would cancel before Π_U rescales it.
+RADIAL_LIMIT = 0.5
+
+
 class FusedTransition:
     """Eq. 5 on every movable layer of a network whose transforms live in :class:`SideBank` buffers.
 
@@ -252,13 +256,15 @@ class FusedTransition:
 
         After Π_U a column moves by −τ times the part of ∇Φ_l tangent to its unit sphere, so to first order
         Φ_l falls by τ_l·‖∇⊥Φ_l‖² (summed over the layer's moving columns): τ_l = (Φ_l − target_l)/‖∇⊥Φ_l‖²,
-        0 where Φ_l is already at or below its target, and at most what moves a column by ``max_move``."""
+        0 where Φ_l is already at or below its target, at most what moves a column by ``max_move``, and at most
+        half the inverse of the largest radial component p·∇Φ_l (beyond that Π_U's rescaling no longer bounds
+        the move: at τ·p·∇Φ_l ≥ 1 the column would cancel or flip)."""
         grams, factors, partner_all = self._levels()
         pair = factors[self.pairs]
         layer_phi = pair[:, 0] * pair[:, 1]
         layers = len(layer_phi)
         rate = torch.zeros(layers, dtype=layer_phi.dtype, device=layer_phi.device)
-        largest = torch.zeros_like(rate)
+        largest, outward = torch.zeros_like(rate), torch.zeros_like(rate)
         work, start = [], 0
         for bank, gram, moves, moving in zip(self.banks, grams, self.moves, self.moving):
             partner = partner_all[start: start + bank.count].view(-1, 1, 1)
@@ -269,15 +275,20 @@ class FusedTransition:
             stacked = bank.stacked
             diagonal = gram.where(bank.block_mask, 0.0)
             grad = partner * 2.0 * (torch.bmm(stacked, gram) + torch.bmm(stacked, diagonal))
-            tangent = grad - stacked * (stacked * grad).sum(-2, keepdim=True)
+            radial = (stacked * grad).sum(-2, keepdim=True)
+            tangent = grad - stacked * radial
             if moves is not None:
-                tangent = tangent.where(moves, 0.0)
+                tangent, radial = tangent.where(moves, 0.0), radial.where(moves, 0.0)
             rate.index_add_(0, layer, tangent.square().sum((-2, -1)))
             largest.scatter_reduce_(0, layer, tangent.norm(dim=-2).amax(-1), "amax")
+            outward.scatter_reduce_(0, layer, radial.abs().amax((-2, -1)), "amax")
             work.append((bank, moves, layer, grad))
         excess = (layer_phi - targets).clamp_min(0.0)
         tau = torch.where(rate > 0, excess / rate.clamp_min(1e-30), 0.0)
         tau = torch.minimum(tau, max_move / largest.clamp_min(1e-30))
+        # Eq. 5 steps along ∇Φ, radial part included: a step with τ·(p·∇Φ) near 1 would cancel (or flip) a
+        # column before Π_U rescales it, so the trust region also bounds the radial part
+        tau = torch.minimum(tau, RADIAL_LIMIT / outward.clamp_min(1e-30))
         for bank, moves, layer, grad in work:
             stacked = bank.stacked
             updated = normalize_columns(stacked - tau[layer].view(-1, 1, 1) * grad)
