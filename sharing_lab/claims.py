@@ -119,8 +119,37 @@ def warmup_mean(run: Run, name: str) -> float:
     return float(rows["value"].mean()) if len(rows) else math.nan
 
 
+@functools.cache
+def _truth(space_name: str, target: float | None):
+    from .ground_truth import SPACES
+    from .scoring import Truth
+
+    return Truth.load(SPACES[space_name], target)
+
+
+def truth_of(run: Run):
+    """The shipped ground truth of the run's space under its FLOPs target (:class:`sharing_lab.scoring.Truth`),
+    or None. Claims score against it, not against the table a run was scored with live: runs scored before a
+    table grew (more seeds) are then compared on the same ground truth."""
+    from .ground_truth import space_for, table_path
+
+    space = space_for(run.config)
+    if space is None or not table_path(space.name).is_file():
+        return None
+    return _truth(space.name, run.config.search.flops_target)
+
+
+RESCORED = ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob")
+
+
 def final(run: Run, name: str) -> float:
-    """The scalar's value at its last record."""
+    """The scalar's value at its last record; a ``gt_*`` measure of the whole space recomputed from the run's
+    last ``space`` evaluation against the shipped ground truth (:func:`truth_of`) where the run has one."""
+    truth = truth_of(run) if name in RESCORED else None
+    if truth is not None and not run.table("space").empty:
+        from .scoring import rescore
+
+        return float(rescore(run.table("space"), truth)[name].iloc[-1])
     rows = _scalar(run, name)
     return float(rows["value"].iloc[-1]) if len(rows) else math.nan
 
@@ -167,11 +196,17 @@ def accuracy_lost(run: Run, name: str = "val_acc_mean") -> float:
 
 
 def beam_truth(run: Run) -> float:
-    """Mean ground-truth test accuracy (points) of the beam's top-N."""
+    """Mean ground-truth test accuracy (points) of the beam's top-N: from the shipped ground truth
+    (:func:`truth_of`), else as recorded (``gt_acc``)."""
     archs = run.table("archs")
-    if archs.empty or "gt_acc" not in archs:
+    if archs.empty:
         return math.nan
-    beam = archs[(archs["source"] == "beam") & np.isfinite(pd.to_numeric(archs["gt_acc"], errors="coerce"))]
+    beam, truth = archs[archs["source"] == "beam"], truth_of(run)
+    if truth is not None and beam["widths"].isin(truth.table["widths"]).all():
+        return 100 * float(beam["widths"].map(truth.accuracy).mean()) if len(beam) else math.nan
+    if "gt_acc" not in archs:
+        return math.nan
+    beam = beam[np.isfinite(pd.to_numeric(beam["gt_acc"], errors="coerce"))]
     return 100 * float(pd.to_numeric(beam["gt_acc"]).mean()) if len(beam) else math.nan
 
 
@@ -278,7 +313,10 @@ def wrong_argmax(run: Run) -> float:
     standard error over its seeds; a regret of a few hundredths of a point is a tie, not a mistake), else 0."""
     from .ground_truth import space_for
 
-    regret, space = final(run, "gt_regret"), space_for(run.config)
+    regret, space, truth = final(run, "gt_regret"), space_for(run.config), truth_of(run)
+    exported = run.payload_summary().get("exported", {}).get("widths") if truth is not None else None
+    if exported is not None and exported in set(truth.table["widths"]):
+        regret = truth.regret(exported)
     if not math.isfinite(regret) or space is None:
         return math.nan
     return float(regret > _resolution(space.name))

@@ -98,3 +98,18 @@ def score_space(space: SearchSpace, truth: Truth, controller: Controller, flops_
     scalars = {"gt_kendall": kendall, "gt_spearman": spearman, "gt_top1_prob": sum(prob[w] for w in top1),
                "gt_top5_prob": sum(prob[w] for w in top5)}
     return rows, scalars
+
+
+def rescore(space_rows: pd.DataFrame, truth: Truth) -> pd.DataFrame:
+    """The ``gt_*`` scalars of every whole-space evaluation of a run's ``space`` table, recomputed against
+    ``truth`` (the shipped table now, which may have more seeds than the one the run was scored with): one row
+    per evaluation (``step``, ``epoch``, ``gt_kendall``, ``gt_spearman``, ``gt_top1_prob``, ``gt_top5_prob``)."""
+    top1, top5 = set(truth.best(1)), set(truth.best(5))
+    accuracy = truth.table.set_index("widths")["test_acc"]
+    out = []
+    for (step, epoch), rows in space_rows.groupby(["step", "epoch"]):
+        kendall, spearman = rank_correlations(rows["supernet_acc"], rows["widths"].map(accuracy))
+        out.append({"step": int(step), "epoch": int(epoch), "gt_kendall": kendall, "gt_spearman": spearman,
+                    "gt_top1_prob": float(rows.loc[rows["widths"].isin(top1), "prob"].sum()),
+                    "gt_top5_prob": float(rows.loc[rows["widths"].isin(top5), "prob"].sum())})
+    return pd.DataFrame(out, columns=["step", "epoch", "gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob"])

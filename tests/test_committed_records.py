@@ -68,3 +68,17 @@ def test_the_default_search_keeps_its_accuracy_to_the_end(seed):
     expected = (space.assign(weighted=space["prob"] * space["supernet_acc"]).groupby("epoch")
                 .apply(lambda g: g["weighted"].sum() / g["prob"].sum(), include_groups=False).sort_index())
     assert expected.iloc[-1] == expected.max()
+
+
+def test_rescoring_against_the_table_a_run_was_scored_with_gives_its_recorded_scores():
+    """The Φ-scheduled runs were scored live against the shipped 24-seed table: recomputing their gt_* from the
+    ``space`` table (what claims and the gt figure do for every run) gives what they recorded."""
+    from sharing_lab.claims import truth_of
+    from sharing_lab.scoring import rescore
+
+    run = RunSet.from_paths([RECORDS / "oit-scheduled-s0"]).runs[0]
+    fresh = rescore(run.table("space"), truth_of(run)).set_index("step")
+    scalars = run.table("scalars")
+    for name in ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob"):
+        recorded = scalars[scalars["name"] == name].set_index("step")["value"]
+        assert fresh[name].to_numpy() == pytest.approx(recorded.loc[fresh.index].to_numpy(), rel=1e-9), name

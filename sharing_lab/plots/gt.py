@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from .common import draw_band, mean_interval, scalars, seeds_note, warmup_epochs
+from .common import draw_band, mean_interval, scalars, seeds_note, warmup_epochs, with_epoch_axis
 from .runs import MissingRuns, RunSet, scheme_arms
 from .style import mark_warmup, new_figure, ordered, scheme_color, scheme_label, with_theme
 
@@ -15,10 +15,34 @@ PANELS = (("gt_kendall", "Kendall τ-b, supernet vs ground truth", "ranking of t
           ("gt_top1_prob", "p(best architecture), controller", "probability of the oracle"))
 
 
+def rescored_scalars(search: RunSet, names: list[str]):
+    """The ``gt_*`` scalars of every run, recomputed from its ``space`` table against the shipped ground truth
+    (:func:`sharing_lab.scoring.rescore`) where it has both, so that runs scored live against a smaller table
+    are drawn against the same one; as recorded otherwise."""
+    import pandas as pd
+
+    from ..claims import truth_of
+    from ..scoring import rescore
+
+    recorded = scalars(search, names)
+    frames, replaced = [], set()
+    for run, meta in zip(search.runs, search.meta.to_dict("records")):
+        truth, space = truth_of(run), run.table("space")
+        if truth is None or space.empty or not space["widths"].isin(truth.table["widths"]).all():
+            continue
+        long = rescore(space, truth).melt(id_vars=["step", "epoch"], value_vars=names, var_name="name")
+        frames.append(long.assign(**meta))
+        replaced.add(run.id)
+    if not frames:
+        return recorded
+    fresh = with_epoch_axis(pd.concat(frames, ignore_index=True), search)
+    return pd.concat([recorded[~recorded["id"].isin(replaced)], fresh], ignore_index=True)
+
+
 @with_theme
 def figure(runset: RunSet) -> Figure:
     search = runset.select(kind="search")
-    rows = scalars(search, [name for name, _, _ in PANELS])
+    rows = rescored_scalars(search, [name for name, _, _ in PANELS])
     families = scheme_arms(search, "gt")
     present = {family for family in families if not rows[rows["id"].isin(families[family].meta["id"])].empty}
     if not present:

@@ -7,6 +7,7 @@ names a ``source``) holds retraining records only and is marked ``kind = "retrai
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..records import SCHEMAS, read_table
-from ..rundir import read_config
+from ..rundir import SUMMARY, read_config
 from ..schemes import get_scheme
 from ..sweeps import find_run_dirs
 
@@ -67,6 +68,13 @@ class Run:
                     frame[column] = frame[column].astype(object)
             self._tables[name] = frame
         return self._tables[name]
+
+    def payload_summary(self) -> dict:
+        """``summary.json`` of a finished run (empty when it has none or it cannot be read)."""
+        try:
+            return json.loads((self.path / SUMMARY).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def steps_per_epoch(self) -> float:
         """Training steps per epoch as the search recorded it (the first ``steps_per_epoch`` scalar), or
