@@ -119,24 +119,11 @@ def warmup_mean(run: Run, name: str) -> float:
     return float(rows["value"].mean()) if len(rows) else math.nan
 
 
-@functools.cache
-def _truth(space_name: str, target: float | None):
-    from .ground_truth import SPACES
-    from .scoring import Truth
-
-    return Truth.load(SPACES[space_name], target)
-
-
 def truth_of(run: Run):
-    """The shipped ground truth of the run's space under its FLOPs target (:class:`sharing_lab.scoring.Truth`),
-    or None. Claims score against it, not against the table a run was scored with live: runs scored before a
-    table grew (more seeds) are then compared on the same ground truth."""
-    from .ground_truth import space_for, table_path
+    """The shipped ground truth of ``run``'s space (:func:`sharing_lab.scoring.shipped_truth`), or None."""
+    from .scoring import shipped_truth
 
-    space = space_for(run.config)
-    if space is None or not table_path(space.name).is_file():
-        return None
-    return _truth(space.name, run.config.search.flops_target)
+    return shipped_truth(run.config)
 
 
 RESCORED = ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob")

@@ -10,6 +10,7 @@ ground-truth test accuracy within the target minus theirs, in points).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -113,3 +114,18 @@ def rescore(space_rows: pd.DataFrame, truth: Truth) -> pd.DataFrame:
                     "gt_top1_prob": float(rows.loc[rows["widths"].isin(top1), "prob"].sum()),
                     "gt_top5_prob": float(rows.loc[rows["widths"].isin(top5), "prob"].sum())})
     return pd.DataFrame(out, columns=["step", "epoch", "gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob"])
+
+
+@functools.cache
+def _shipped(space_name: str, target: float | None) -> Truth:
+    return Truth.load(gt.SPACES[space_name], target)
+
+
+def shipped_truth(config: Config) -> Truth | None:
+    """The shipped ground truth of ``config``'s space under its FLOPs target, or None (cached). Claims and figures
+    score finished runs against it, not against the table a run was scored with live, so runs scored before a
+    table grew (more seeds) are compared on the same ground truth."""
+    space = gt.space_for(config)
+    if space is None or not gt.table_path(space.name).is_file():
+        return None
+    return _shipped(space.name, config.search.flops_target)

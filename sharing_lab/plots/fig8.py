@@ -75,12 +75,12 @@ def ground_truth_rows(runset: RunSet) -> pd.DataFrame:
     archs = runset.table("archs")
     if archs.empty or "gt_acc" not in archs:
         return pd.DataFrame()
-    from ..claims import truth_of
+    from ..scoring import shipped_truth
 
     rows = archs[(archs["source"] == "beam")].copy()
     rows["test_acc"] = pd.to_numeric(rows["gt_acc"], errors="coerce")
     for run in runset:  # against the shipped table, as the claims: runs scored live against a smaller one agree
-        truth, mine = truth_of(run), rows["id"] == run.id
+        truth, mine = shipped_truth(run.config), rows["id"] == run.id
         if truth is not None and rows.loc[mine, "widths"].isin(truth.table["widths"]).all():
             rows.loc[mine, "test_acc"] = rows.loc[mine, "widths"].map(truth.accuracy).astype(float)
     rows = rows[rows["test_acc"].notna()].drop_duplicates(["id", "widths"], keep="last")

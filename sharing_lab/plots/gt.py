@@ -21,13 +21,12 @@ def rescored_scalars(search: RunSet, names: list[str]):
     are drawn against the same one; as recorded otherwise."""
     import pandas as pd
 
-    from ..claims import truth_of
-    from ..scoring import rescore
+    from ..scoring import rescore, shipped_truth
 
     recorded = scalars(search, names)
     frames, replaced = [], set()
     for run, meta in zip(search.runs, search.meta.to_dict("records")):
-        truth, space = truth_of(run), run.table("space")
+        truth, space = shipped_truth(run.config), run.table("space")
         if truth is None or space.empty or not space["widths"].isin(truth.table["widths"]).all():
             continue
         long = rescore(space, truth).melt(id_vars=["step", "epoch"], value_vars=names, var_name="name")
