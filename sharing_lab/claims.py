@@ -13,7 +13,6 @@ transitionary arm is the τ with the most such runs.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,6 +23,16 @@ import pandas as pd
 from scipy import stats
 
 from .plots.runs import Run, RunSet
+from .run_measures import (
+    accuracy_lost,
+    beam_truth,
+    final,
+    search_correlation,
+    transition_drop,
+    warmup_mean,
+    warmup_ratio,
+    wrong_argmax,
+)
 
 MIN_SEEDS = 5
 LEVEL = 0.95
@@ -96,105 +105,6 @@ def verdict(low: float, high: float, n: int) -> str:
     if n < MIN_SEEDS or not (math.isfinite(low) and math.isfinite(high)):
         return "inconclusive"
     return "holds" if low > 0 else "fails" if high < 0 else "inconclusive"
-
-
-# --- per-run quantities -----------------------------------------------------------------------------------
-
-def _scalar(run: Run, name: str) -> pd.DataFrame:
-    table = run.table("scalars")
-    if table.empty:
-        return table
-    rows = table[table["name"] == name]
-    return rows[np.isfinite(rows["value"].astype(float))].sort_values("step")
-
-
-def _warmup(run: Run) -> int:
-    return int(run.config.search.warmup_epochs)
-
-
-def warmup_mean(run: Run, name: str) -> float:
-    """Mean of a scalar over the warm-up epochs (an area under its curve)."""
-    rows = _scalar(run, name)
-    rows = rows[rows["epoch"] < _warmup(run)] if not rows.empty else rows
-    return float(rows["value"].mean()) if len(rows) else math.nan
-
-
-def truth_of(run: Run):
-    """The shipped ground truth of ``run``'s space (:func:`sharing_lab.scoring.shipped_truth`), or None."""
-    from .scoring import shipped_truth
-
-    return shipped_truth(run.config)
-
-
-RESCORED = ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob")
-
-
-def final(run: Run, name: str) -> float:
-    """The scalar's value at its last record; a ``gt_*`` measure of the whole space recomputed from the run's
-    last ``space`` evaluation against the shipped ground truth (:func:`truth_of`) where the run has one."""
-    truth = truth_of(run) if name in RESCORED else None
-    if truth is not None and not run.table("space").empty:
-        from .scoring import rescore
-
-        return float(rescore(run.table("space"), truth)[name].iloc[-1])
-    rows = _scalar(run, name)
-    return float(rows["value"].iloc[-1]) if len(rows) else math.nan
-
-
-def search_correlation(run: Run, x: str, y: str) -> float:
-    """Spearman ρ between two scalars over the search phase's records at common steps (NaN under 3 points)."""
-    left, right = _scalar(run, x), _scalar(run, y)
-    if left.empty or right.empty:
-        return math.nan
-    both = left.merge(right, on="step", suffixes=("_x", "_y"))
-    both = both[both["epoch_x"] >= _warmup(run)]
-    if len(both) < 3 or np.ptp(both["value_x"]) == 0 or np.ptp(both["value_y"]) == 0:
-        return math.nan
-    return float(stats.spearmanr(both["value_x"], both["value_y"]).statistic)
-
-
-def warmup_ratio(run: Run, numerator: str, denominator: str) -> float:
-    """Warm-up mean of numerator / denominator at the steps where both were recorded."""
-    top, bottom = _scalar(run, numerator), _scalar(run, denominator)
-    if top.empty or bottom.empty:
-        return math.nan
-    both = top.merge(bottom, on="step", suffixes=("_n", "_d"))
-    both = both[(both["epoch_n"] < _warmup(run)) & (both["value_d"] > 0)]
-    return float((both["value_n"] / both["value_d"]).mean()) if len(both) else math.nan
-
-
-def transition_drop(run: Run) -> float:
-    """Validation accuracy lost at the transition, in points: the last warm-up evaluation's mean accuracy minus
-    the lowest of the search phase's."""
-    rows = _scalar(run, "val_acc_mean")
-    before, after = rows[rows["epoch"] < _warmup(run)], rows[rows["epoch"] >= _warmup(run)]
-    if before.empty or after.empty:
-        return math.nan
-    return 100 * float(before["value"].iloc[-1] - after["value"].min())
-
-
-def accuracy_lost(run: Run, name: str = "val_acc_mean") -> float:
-    """Validation accuracy the search phase lost by its end, in points: its best evaluation minus its last."""
-    rows = _scalar(run, name)
-    after = rows[rows["epoch"] >= _warmup(run)]
-    if after.empty:
-        return math.nan
-    return 100 * float(after["value"].max() - after["value"].iloc[-1])
-
-
-def beam_truth(run: Run) -> float:
-    """Mean ground-truth test accuracy (points) of the beam's top-N: from the shipped ground truth
-    (:func:`truth_of`), else as recorded (``gt_acc``)."""
-    archs = run.table("archs")
-    if archs.empty:
-        return math.nan
-    beam, truth = archs[archs["source"] == "beam"], truth_of(run)
-    if truth is not None and beam["widths"].isin(truth.table["widths"]).all():
-        return 100 * float(beam["widths"].map(truth.accuracy).mean()) if len(beam) else math.nan
-    if "gt_acc" not in archs:
-        return math.nan
-    beam = beam[np.isfinite(pd.to_numeric(beam["gt_acc"], errors="coerce"))]
-    return 100 * float(pd.to_numeric(beam["gt_acc"]).mean()) if len(beam) else math.nan
 
 
 # --- arms ------------------------------------------------------------------------------------------------
@@ -285,28 +195,6 @@ def _across_schemes(arms: Arms, measure: Callable[[Run], float]) -> tuple[tuple[
         if len(points) >= 2 and np.ptp(phis) > 0 and np.ptp(values) > 0:
             rhos.append(float(stats.spearmanr(phis, values).statistic))
     return mean_interval(rhos), len(rhos)
-
-
-@functools.cache
-def _resolution(space_name: str) -> float:
-    """The ground truth's resolution in points: the mean standard error over seeds of its architectures."""
-    from .ground_truth import groundtruth, spread
-
-    return 100 * spread(groundtruth(space_name))["mean_se"]
-
-
-def wrong_argmax(run: Run) -> float:
-    """1 when the run exported a wrong argmax: its regret exceeds what the ground truth resolves (the mean
-    standard error over its seeds; a regret of a few hundredths of a point is a tie, not a mistake), else 0."""
-    from .ground_truth import space_for
-
-    regret, space, truth = final(run, "gt_regret"), space_for(run.config), truth_of(run)
-    exported = run.payload_summary().get("exported", {}).get("widths") if truth is not None else None
-    if exported is not None and exported in set(truth.table["widths"]):
-        regret = truth.regret(exported)
-    if not math.isfinite(regret) or space is None:
-        return math.nan
-    return float(regret > _resolution(space.name))
 
 
 def _wrong_argmax(runs: list[Run]) -> tuple[int, int]:

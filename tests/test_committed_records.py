@@ -73,7 +73,7 @@ def test_the_default_search_keeps_its_accuracy_to_the_end(seed):
 def test_rescoring_against_the_table_a_run_was_scored_with_gives_its_recorded_scores():
     """The Φ-scheduled runs were scored live against the shipped 24-seed table: recomputing their gt_* from the
     ``space`` table (what claims and the gt figure do for every run) gives what they recorded."""
-    from sharing_lab.claims import truth_of
+    from sharing_lab.run_measures import truth_of
     from sharing_lab.scoring import rescore
 
     run = RunSet.from_paths([RECORDS / "oit-scheduled-s0"]).runs[0]
