@@ -85,16 +85,11 @@ class PhiSchedule:
             raise ValueError(f"unknown Φ schedule {shape!r}; known: {', '.join(SHAPES)}")
         self.shape, self.fraction, self.at = shape, float(fraction), float(at)
         self.start, self.floor = layer_bounds(supernet)
-        self._log_start, self._log_floor = self.start.log(), self.floor.log()
-        self._device = next(supernet.parameters()).device
+        device = next(supernet.parameters()).device  # the targets are made there: no copy from the host per step
+        self._log_start, self._log_floor = self.start.log().to(device), self.floor.log().to(device)
 
     def targets(self, position: float) -> torch.Tensor:
         """Target Φ_l of every movable layer at ``position`` ∈ [0, 1] of the search phase (float32, on the
         supernet's device)."""
         share = progress(self.shape, self.fraction, self.at, position)
-        value = (self._log_start + share * (self._log_floor - self._log_start)).exp()
-        return value.to(device=self._device, dtype=torch.float32)
-
-    def network_progress(self, layer_phi: Sequence[float]) -> float:
-        """The network's log-Φ progress (Σ_l Φ_l against Σ_l of the starts and of the floors)."""
-        return log_progress(float(sum(layer_phi)), float(self.start.sum()), float(self.floor.sum()))
+        return (self._log_start + share * (self._log_floor - self._log_start)).exp().float()

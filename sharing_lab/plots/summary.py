@@ -5,13 +5,11 @@ A newcomer sees what the run did without another command."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..rundir import SUMMARY
 from .runs import Run
 from .style import METRIC_COLORS, PHI_LABEL, empty_panel, mark_warmup, new_figure, save, sequence_colors, with_theme
 
@@ -40,10 +38,7 @@ def _title(run: Run) -> str:
         parts.append(f"τ = {cfg.sharing.tau:g}")
     if cfg.search.flops_target is not None:
         parts.append(f"target {cfg.search.flops_target:.3g} MACs")
-    try:
-        summary = json.loads((run.path / SUMMARY).read_text())
-    except (OSError, ValueError):
-        summary = {}
+    summary = run.payload_summary()
     exported = summary.get("exported", {})
     line = " · ".join(parts)
     if exported:
