@@ -16,7 +16,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sharing_lab.records import read_table  # noqa: E402
+from sharing_lab.runs.sweeps import read_table  # noqa: E402
 
 TABLES = ("scalars", "probs", "archs", "layers", "pairs")
 

@@ -26,10 +26,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from sharing_lab.bench import elapsed_ms  # noqa: E402
-from sharing_lab.config import apply_overrides, load_toml  # noqa: E402
-from sharing_lab.loop import open_search, probe_view, train_epoch  # noqa: E402
-from sharing_lab.report import evaluate, finish  # noqa: E402
+from sharing_lab.analysis.bench import elapsed_ms  # noqa: E402
+from sharing_lab.config import resolve  # noqa: E402
+from sharing_lab.search.evaluation import evaluate  # noqa: E402
+from sharing_lab.search.finish import finish  # noqa: E402
+from sharing_lab.search.loop import train_epoch  # noqa: E402
+from sharing_lab.search.session import open_search  # noqa: E402
 
 
 def write_random_cifar(folder: Path, per_file: int = 10_000, seed: int = 0) -> Path:
@@ -49,8 +51,7 @@ def _timed(fn, device: torch.device) -> float:
 
 
 def measure(cifar: Path, device: str, epochs: int, overrides: list[str], run_dir: Path) -> dict:
-    config = load_toml("cifar10-resnet20")
-    config = apply_overrides(config, [f"data.dir={cifar}", f"device={device}", *overrides])
+    config = resolve("cifar10-resnet20", [f"data.dir={cifar}", f"device={device}", *overrides])
     run_dir.mkdir(parents=True, exist_ok=True)
     search = open_search(config, run_dir, log=lambda message: None)
     dev = search.device
@@ -62,9 +63,9 @@ def measure(cifar: Path, device: str, epochs: int, overrides: list[str], run_dir
     warmup = [_timed(epoch, dev) for _ in range(epochs + 1)][1:]  # the first epoch tunes cuDNN for every shape
     search.state.epoch = cfg.warmup_epochs  # into the search phase: controller, rewards, Eq. 5
     searching = [_timed(epoch, dev) for _ in range(epochs + 1)][1:]
-    evaluation = [_timed(lambda: evaluate(search), dev) for _ in range(2)][1]  # the first tunes cuDNN
-    probe = [_timed(lambda: [p.run(probe_view(search)) for p in search.state.probes], dev) for _ in range(2)][1]
-    finished = _timed(lambda: finish(search), dev)
+    evaluation = [_timed(lambda: evaluate(search.view()), dev) for _ in range(2)][1]  # the first tunes cuDNN
+    probe = [_timed(lambda: [p.run(search.probe_view()) for p in search.state.probes], dev) for _ in range(2)][1]
+    finished = _timed(lambda: finish(search.view(), search.facts()), dev)
     warm_s, search_s = statistics.median(warmup), statistics.median(searching)
     evaluations = cfg.epochs // cfg.eval_every
     probes = cfg.epochs // config.probes.every_epochs

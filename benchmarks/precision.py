@@ -16,11 +16,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sharing_lab.bench import elapsed_ms  # noqa: E402
-from sharing_lab.layout import build_layout  # noqa: E402
-from sharing_lab.plain import build_plain  # noqa: E402
-from sharing_lab.runtime import resolve_runtime  # noqa: E402
-from sharing_lab.training import train_step  # noqa: E402
+from sharing_lab.analysis.bench import elapsed_ms  # noqa: E402
+from sharing_lab.compute.runtime import resolve_runtime  # noqa: E402
+from sharing_lab.compute.training import train_step  # noqa: E402
+from sharing_lab.space.layout import build_layout  # noqa: E402
+from sharing_lab.space.plain import build_plain  # noqa: E402
 
 CASES = (("resnet20", 32, 256), ("resnet56", 32, 256), ("resnet18", 224, 128), ("mobilenetv2", 224, 128))
 

@@ -1,24 +1,29 @@
 """sharing-lab: affine parameter sharing (APS) for neural channel number search.
 
-The path of the data, one module each: config → data (datasets/) → space (models/, schemes/) → supernet →
-state → loop (probes/) → report/records → plots/. Importing the package registers the built-in models,
-datasets, sharing schemes and probes.
+The folders follow the path of the data: config → data → space (models) → aps (schemes) → search (probes) →
+runs (records) → truth, plots, analysis → jobs → cli. Importing the package registers the built-in models,
+datasets, sharing schemes, probes and presets; the names below are what notebooks and plugins use.
 """
 
-__version__ = "0.2.0"
+from importlib.metadata import version
 
-from . import datasets, models, probes, schemes  # noqa: E402,F401  (registers the built-ins)
-from .config import Config, load_toml  # noqa: E402
-from .ground_truth import groundtruth  # noqa: E402
-from .launch import run_search  # noqa: E402
-from .layout import build_layout, model_names  # noqa: E402
-from .records import read_table  # noqa: E402
-from .registry import register_dataset, register_model, register_probe, register_scheme  # noqa: E402
-from .schemes import SharingScheme, get_scheme, scheme_names  # noqa: E402
-from .sharing import phi  # noqa: E402
-from .space import SearchSpace  # noqa: E402
+from . import moved  # noqa: F401  (the module names of version 0.2, for one release)
+from .aps.schemes import SharingScheme, Transforms, get_scheme, scheme_names
+from .aps.sharing import phi, random_semi_orthogonal
+from .config import Config, load_toml, resolve
+from .data import Dataset
+from .jobs.job import run_search
+from .registry import register_dataset, register_model, register_preset, register_probe, register_scheme
+from .runs.sweeps import read_table
+from .search.probes import Probe, ProbeView
+from .space import models  # noqa: F401  (registers the built-in models)
+from .space.layout import ModelSpec, build_layout, model_names
+from .space.search_space import SearchSpace
+from .truth.table import groundtruth
 
-__all__ = ["Config", "SearchSpace", "SharingScheme", "build_layout", "get_scheme", "groundtruth", "load_toml",
-           "model_names",
-           "phi", "read_table", "register_dataset", "register_model", "register_probe", "register_scheme",
-           "run_search", "scheme_names", "__version__"]
+__version__ = version("sharing-lab")
+
+__all__ = ["Config", "Dataset", "ModelSpec", "Probe", "ProbeView", "SearchSpace", "SharingScheme", "Transforms",
+           "build_layout", "get_scheme", "groundtruth", "load_toml", "model_names", "phi", "random_semi_orthogonal",
+           "read_table", "register_dataset", "register_model", "register_preset", "register_probe",
+           "register_scheme", "resolve", "run_search", "scheme_names", "__version__"]

@@ -2,7 +2,9 @@
 
 The defaults are the embedded search (digits, CPU, transitionary sharing), calibrated as recorded in the
 README's calibration section and ``../shared/notes/digits-calibration.md``. Paper-scale presets ship in the
-package (``sharing_lab/presets/*.toml``) and are addressed by name (``--config cifar10-resnet20``) or by path.
+package (``sharing_lab/presets/*.toml``, registered in :data:`sharing_lab.registry.PRESETS`): a bare name is a
+preset (``--config cifar10-resnet20``), a path (it contains a separator or ends in ``.toml``) a file.
+:func:`resolve` is the one way to turn a source and ``--set`` overrides into a checked configuration.
 """
 
 from __future__ import annotations
@@ -10,16 +12,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
 import tomllib
-import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .overrides import coerce, parse_override
+from .registry import PRESETS, register_preset
 
 
 @dataclass(frozen=True)
@@ -74,12 +79,12 @@ class SearchConfig:
 @dataclass(frozen=True)
 class SharingConfig:
     scheme: str = "transitionary"
-    tau: float = 6.5e-5  # constant rate of Eq. 5 (the paper's) when phi_schedule is None; see sharing-lab budget
-    transition_every: int = 1  # steps between Eq. 5 updates during the search phase
-    # Beyond the paper (sharing_lab.phi_schedule): every layer's Φ follows a target, linear or cosine in log Φ, to
-    # phi_fraction of the way from its ordinal start to its independent minimum at phi_at of the search phase
-    # (then held); None: the constant tau above.
-    phi_schedule: str | None = "cosine"
+    # How a moving scheme's transforms move after warm-up (sharing_lab.aps.transition): a number is the constant
+    # transition rate τ of Eq. 5 (the paper's APS-T; sharing-lab budget --calibrate finds one); "cosine" or "linear"
+    # is a Φ schedule (beyond the paper, sharing_lab.aps.phi_schedule): every layer's Φ follows a target in log Φ to
+    # phi_fraction of the way from its ordinal start to its independent minimum at phi_at of the search phase.
+    transition: str | float = "cosine"
+    transition_every: int = 1  # steps between moves during the search phase
     phi_fraction: float = 0.8
     phi_at: float = 0.6
 
@@ -96,7 +101,7 @@ class ProbeConfig:
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    epochs: int = 20  # the embedded ground truth's recipe (sharing_lab.ground_truth)
+    epochs: int = 20  # the embedded ground truth's recipe (sharing_lab.truth.table)
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -109,7 +114,7 @@ class RuntimeConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU), fp32, bf16
     memory_format: str = "auto"  # auto (channels_last on CUDA), contiguous, channels_last
     compile: bool = False  # torch.compile the retrained plain network (the supernet's shapes change every step)
-    max_supernet_gb: float = 8.0  # refuse a search whose supernet is predicted to need more (sharing_lab.launch)
+    max_supernet_gb: float = 8.0  # refuse a search whose supernet is predicted to need more (sharing_lab.search.launch)
 
 
 @dataclass(frozen=True)
@@ -140,51 +145,18 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Check ``value`` against a field annotation; lists become tuples, ints are accepted for floats."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(annotation)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in options:
-            if option is type(None):
-                continue
-            try:
-                return coerce(value, option, key)
-            except InputError as error:
-                errors.append(str(error))
-        raise InputError(errors[0] if len(errors) == 1 else f"{key}: {value!r} does not fit {_name(annotation)}")
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            raise InputError(f"{key} must be a list, got {value!r}")
-        item = typing.get_args(annotation)[0]
-        return tuple(coerce(v, item, key) for v in value)
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise InputError(f"{key} must be true or false, got {value!r}")
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise InputError(f"{key} must be an integer, got {value!r}")
-        return value
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is str:
-        if not isinstance(value, str):
-            raise InputError(f"{key} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported annotation {annotation!r}")
-
-
-def _name(annotation: Any) -> str:
-    return getattr(annotation, "__name__", str(annotation))
+# Keys of earlier versions and what replaced them (a --set or TOML file that still names them is told how).
+RENAMED = {
+    "sharing.tau": "a constant rate is now sharing.transition = τ (e.g. --set sharing.transition=1e-4); "
+                   "the default, sharing.transition = \"cosine\", is a Φ schedule",
+    "sharing.phi_schedule": "the Φ schedule is now sharing.transition = \"cosine\" or \"linear\" (a number "
+                            "there is a constant rate τ instead)",
+}
 
 
 def _apply(config: Config, key: str, value: Any) -> Config:
+    if key in RENAMED:
+        raise InputError(f"unknown config key {key!r}: {RENAMED[key]}")
     parts = key.split(".")
     if len(parts) == 1:
         if parts[0] in SECTIONS or parts[0] not in _hints(Config):
@@ -219,54 +191,85 @@ def from_mapping(mapping: dict, base: Config | None = None) -> Config:
     return config
 
 
+def _shipped_presets() -> None:
+    """Register the presets shipped in the package (``sharing_lab/presets/*.toml``); each is described by the first
+    line of its leading comment."""
+    for entry in (resources.files("sharing_lab") / "presets").iterdir():
+        if not entry.name.endswith(".toml"):
+            continue
+        text = entry.read_text()
+
+        def preset(text: str = text) -> str:
+            return text
+
+        first = next((line.lstrip("# ").strip() for line in text.splitlines() if line.startswith("#")), "")
+        preset.__doc__ = first
+        register_preset(entry.name[: -len(".toml")])(preset)
+
+
+_shipped_presets()
+
+
 def preset_names() -> list[str]:
-    """Names of the configuration presets shipped in the package (``sharing_lab/presets/*.toml``)."""
-    folder = resources.files("sharing_lab") / "presets"
-    return sorted(entry.name[: -len(".toml")] for entry in folder.iterdir() if entry.name.endswith(".toml"))
+    """Names of the registered configuration presets (:data:`sharing_lab.registry.PRESETS`)."""
+    return PRESETS.names()
 
 
-def load_toml(path: str | Path, base: Config | None = None) -> Config:
-    """Read a TOML configuration file, or a preset named by ``path`` (:func:`preset_names`), over ``base``."""
-    text_path = str(path)
-    if not Path(text_path).is_file() and text_path in preset_names():
-        text = (resources.files("sharing_lab") / "presets" / f"{text_path}.toml").read_text()
-    elif Path(text_path).is_file():
+def is_path(source: str | Path) -> bool:
+    """Whether a ``--config`` value names a file (it contains a path separator or ends in ``.toml``) rather than
+    a preset (a bare name)."""
+    text = str(source)
+    return isinstance(source, Path) or text.endswith(".toml") or "/" in text or (os.sep in text) or bool(
+        os.altsep and os.altsep in text)
+
+
+def load_toml(source: str | Path, base: Config | None = None) -> Config:
+    """A TOML configuration file (:func:`is_path`) or a registered preset (a bare name), over ``base``."""
+    if is_path(source):
+        path = Path(source)
+        if not path.is_file():
+            raise InputError(f"config file {path} does not exist")
         try:
-            text = Path(text_path).read_text()
+            text = path.read_text()
         except UnicodeDecodeError as error:
             raise InputError(f"config file {path} is not valid TOML: {error}") from None
+    elif str(source) in PRESETS:
+        text = PRESETS.get(str(source))()
     else:
-        raise InputError(f"config file {path} does not exist and is not a preset ({', '.join(preset_names())})")
+        raise InputError(f"unknown preset {str(source)!r} (presets: {', '.join(preset_names())}); a file is named "
+                         "by a path: ./NAME or NAME.toml")
     try:
         mapping = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
-        raise InputError(f"config file {path} is not valid TOML: {error}") from None
+        raise InputError(f"config file {source} is not valid TOML: {error}") from None
     if not isinstance(mapping, dict):
-        raise InputError(f"config file {path} is not a TOML table")
+        raise InputError(f"config file {source} is not a TOML table")
     return from_mapping(mapping, base)
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """``key=value`` with a TOML value; a bare word that is not TOML is taken as a string."""
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise InputError(f"--set needs key=value, got {text!r}")
-    raw = raw.strip()
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        if raw.startswith(("[", "{", '"', "'")):
-            raise InputError(f"--set {key}: {raw!r} is not a valid TOML value") from None
-        value = raw
-    if raw.lower() in ("none", "null"):
-        value = None
-    return key, value
-
-
-def apply_overrides(config: Config, overrides: list[str]) -> Config:
+def apply_overrides(config: Config, overrides: Sequence[str]) -> Config:
+    """``config`` with the ``key=value`` overrides applied in order (:func:`parse_override`); not checked."""
     for text in overrides:
         config = _apply(config, *parse_override(text))
+    return config
+
+
+def resolve(source: Config | str | Path | None = None, overrides: Sequence[str] = (),
+            base: Config | None = None) -> Config:
+    """The checked configuration of ``source`` with ``overrides``: the one way a run, a resume, ``budget``,
+    ``retrain`` and a recipe's job turn what they were given into a :class:`Config`.
+
+    ``source``: a :class:`Config`, a TOML file or preset name (:func:`load_toml`, read over ``base``), or None for
+    ``base`` (the defaults when None); ``overrides``: ``key=value`` strings as ``--set`` takes them. Refuses what
+    :func:`check` refuses."""
+    if isinstance(source, Config):
+        config = source
+    elif source is None or str(source) == "":
+        config = base or Config()
+    else:
+        config = load_toml(source, base)
+    config = apply_overrides(config, overrides)
+    check(config)
     return config
 
 
@@ -287,20 +290,21 @@ _AT_LEAST = {
     "search.prob_samples": 1, "search.gt_every": 1, "sharing.transition_every": 1, "probes.every_steps": 0,
     "probes.every_epochs": 1,
     "probes.align_archs": 2, "probes.probe_batch": 1, "retrain.epochs": 1, "retrain.batch_size": 1,
-    "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0, "sharing.tau": 0.0,
+    "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0,
     "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0,
 }
-_CHOICES = {"search.lr_schedule": ("cosine", "step"), "sharing.phi_schedule": (None, "linear", "cosine"),
+_CHOICES = {"search.lr_schedule": ("cosine", "step"),
             "search.bn_evaluation": ("recalibrated", "batch"),
             "runtime.precision": ("auto", "fp32", "bf16"),
             "runtime.memory_format": ("auto", "contiguous", "channels_last")}
 
 
-# Keys a resume may change, only when the run diverged (sharing_lab.loop.diverged): the rates that make a step
+# Keys a resume may change, only when the run diverged (sharing_lab.search.loop.diverged): the rates that make a step
 # explode. Everything else a resume must repeat or leave out.
-RESUME_CHANGEABLE = ("search.lr", "search.controller_lr", "sharing.tau")
-# Sections that change nothing in training: a resume may always change them (sharing_lab.launch.resolve).
+RESUME_CHANGEABLE = ("search.lr", "search.controller_lr", "sharing.transition")
+# Sections that change nothing in training: a resume may always change them (sharing_lab.search.launch.resolve).
 RESUME_FREE = ("logging",)
+SCHEDULES = ("linear", "cosine")  # the shapes of a Φ schedule (sharing_lab.aps.phi_schedule)
 _DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
 
 
@@ -328,6 +332,12 @@ def check(config: Config) -> None:
     for key in ("sharing.phi_fraction", "sharing.phi_at"):
         if not 0.0 < flat[key] <= 1.0:
             raise InputError(f"{key} must be in (0, 1], got {flat[key]}")
+    transition = config.sharing.transition
+    if isinstance(transition, str) and transition not in SCHEDULES:
+        raise InputError(f"sharing.transition must be a rate τ >= 0 or a Φ schedule ({', '.join(SCHEDULES)}), "
+                         f"got {transition!r}")
+    if isinstance(transition, float) and transition < 0:
+        raise InputError(f"sharing.transition (a constant rate τ) must be at least 0, got {transition:g}")
     if config.search.warmup_epochs > config.search.epochs:
         raise InputError(f"search.warmup_epochs ({config.search.warmup_epochs}) exceeds search.epochs "
                          f"({config.search.epochs})")

@@ -1,10 +1,11 @@
-"""Registries of what users extend: models, datasets, sharing schemes and probes (one file per item).
+"""Registries of what users extend: models, datasets, sharing schemes, probes (one file per item) and
+configuration presets.
 
 Each registry maps a name to a factory and checks, at registration, that the factory has the declared
 interface (its parameters), so a plugin that registers the wrong thing fails when it is loaded, not in the
 middle of a search. ``sharing-lab list`` prints every registry; tests are parametrised over them.
 
-    from sharing_lab import register_scheme
+    from . import register_scheme
 
     @register_scheme("random-orthogonal")
     def random_orthogonal(argument): ...
@@ -83,10 +84,11 @@ MODELS: Registry = Registry("model")
 DATASETS: Registry = Registry("dataset", ("directory", "seed", "image_size", "workers"))
 SCHEMES: Registry = Registry("sharing scheme", ("argument",))
 PROBES: Registry = Registry("probe", ("config", "seed"))
+PRESETS: Registry = Registry("preset")
 
 
 def register_model(name: str):
-    """Register a :class:`sharing_lab.layout.ModelSpec` factory (no arguments) under ``name``."""
+    """Register a :class:`sharing_lab.space.layout.ModelSpec` factory (no arguments) under ``name``."""
     return MODELS.register(name)
 
 
@@ -103,3 +105,8 @@ def register_scheme(name: str):
 def register_probe(name: str):
     """Register ``factory(config: ProbeConfig, seed: int) -> Probe`` under ``name``."""
     return PROBES.register(name)
+
+
+def register_preset(name: str):
+    """Register ``factory() -> str`` (the preset's TOML text) under ``name``: ``--config NAME`` then reads it."""
+    return PRESETS.register(name)

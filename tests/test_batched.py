@@ -6,7 +6,7 @@ widest candidate only adds exact zeros to the sums) with the einsum's output str
 the einsum's own per-layer backward, so on the CPU logits and meta-weight gradients are equal to float32
 rounding, in the paper's space and in the embedded default's: bitwise (torch.equal) on AVX2 CPUs, within about
 1e-6 relative on AVX-512 ones, where bmm and einsum sum in another order. The reference of Eq. 5 is
-:func:`sharing_lab.sharing.transition_layers` on copies of the transforms: the fused step does the same
+:func:`sharing_lab.aps.sharing.transition_layers` on copies of the transforms: the fused step does the same
 arithmetic and stays within 1e-6 relative (bitwise on this CPU).
 """
 
@@ -19,13 +19,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import sharing_lab.aps as aps
-from sharing_lab.aps import transition_plan
-from sharing_lab.layout import build_layout
-from sharing_lab.schemes import get_scheme
-from sharing_lab.sharing import transition_layers
-from sharing_lab.space import SearchSpace
-from sharing_lab.supernet import Supernet
+import sharing_lab.aps.layers as aps
+from sharing_lab.aps.layers import transition_plan
+from sharing_lab.aps.schemes import get_scheme
+from sharing_lab.aps.sharing import transition_layers
+from sharing_lab.search.supernet import Supernet
+from sharing_lab.space.layout import build_layout
+from sharing_lab.space.search_space import SearchSpace
 
 
 def _reference_kernel(weight, out_side, o, in_side, i):

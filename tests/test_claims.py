@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sharing_lab import claims as claims_module
+from sharing_lab.analysis import claims as claims_module
 from sharing_lab.cli import main
 from sharing_lab.config import Config, apply_overrides
-from sharing_lab.records import RecordWriter
-from sharing_lab.rundir import write_config
+from sharing_lab.runs.records import RecordWriter
+from sharing_lab.runs.rundir import write_config
 
 EPOCHS, WARMUP, EVAL_EVERY, STEPS = 8, 4, 2, 10
 SEEDS = 5
@@ -31,10 +31,10 @@ def fake_run(root, scheme: str, seed: int, sign: int, tau: float = TAUS[1], targ
     name = f"{scheme}-{'schedule' if scheduled else f'{tau:g}'}-{target}-{seed}"
     run_dir = root / name
     run_dir.mkdir(parents=True)
-    overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"sharing.tau={tau}", f"search.epochs={EPOCHS}",
+    overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"search.epochs={EPOCHS}",
                  f"search.warmup_epochs={WARMUP}", f"search.eval_every={EVAL_EVERY}"]
     if not scheduled:
-        overrides.append("sharing.phi_schedule=none")
+        overrides.append(f"sharing.transition={tau}")
     if target is not None:
         overrides.append(f"search.flops_target={target}")
     write_config(run_dir, apply_overrides(Config(), overrides), {})

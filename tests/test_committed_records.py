@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sharing_lab import read_table
-from sharing_lab.claims import MIN_SEEDS, claims_of
+from sharing_lab.analysis.claims import MIN_SEEDS, claims_of
 from sharing_lab.config import Config
 from sharing_lab.plots.runs import RunSet
 
@@ -73,8 +73,8 @@ def test_the_default_search_keeps_its_accuracy_to_the_end(seed):
 def test_rescoring_against_the_table_a_run_was_scored_with_gives_its_recorded_scores():
     """The Φ-scheduled runs were scored live against the shipped 24-seed table: recomputing their gt_* from the
     ``space`` table (what claims and the gt figure do for every run) gives what they recorded."""
-    from sharing_lab.run_measures import truth_of
-    from sharing_lab.scoring import rescore
+    from sharing_lab.analysis.measures import truth_of
+    from sharing_lab.truth.scoring import rescore
 
     run = RunSet.from_paths([RECORDS / "oit-scheduled-s0"]).runs[0]
     fresh = rescore(run.table("space"), truth_of(run)).set_index("step")

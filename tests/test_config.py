@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from sharing_lab import rundir
 from sharing_lab.config import (
     Config,
     apply_overrides,
@@ -23,6 +22,7 @@ from sharing_lab.config import (
     to_dict,
 )
 from sharing_lab.errors import InputError
+from sharing_lab.runs import rundir
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -290,7 +290,7 @@ def test_every_preset_loads_and_passes_check():
 
 
 def test_an_unknown_preset_name_is_refused():
-    with pytest.raises(InputError, match="not a preset"):
+    with pytest.raises(InputError, match="unknown preset 'no-such-preset'"):
         load_toml("no-such-preset")
 
 
@@ -313,9 +313,10 @@ def test_a_format_1_config_json_written_before_the_redesign_is_read(tmp_path):
     defaults = _flat(to_dict(Config()))
     new_keys = set(defaults) - set(old)
     assert new_keys >= {"search.bn_evaluation", "probes.names"}  # the keys added by the redesign (or later)
-    assert not set(old) - set(defaults)
+    assert not set(old) - set(defaults) - {"sharing.tau"}  # format 5 has sharing.transition instead
     read = _flat(to_dict(config))
-    assert {key: read[key] for key in old} == old  # every saved value is read back as written
+    assert {key: read[key] for key in old if key != "sharing.tau"} == {key: old[key] for key in old
+                                                                      if key != "sharing.tau"}
     # the fixture holds the defaults of its time; the embedded space, its schedule, τ and retraining changed since
     changed = {"model.widths": [4, 8, 12, 16], "sharing.tau": 1e-5, "retrain.epochs": 40, "search.epochs": 60,
                "search.warmup_epochs": 20, "search.eval_every": 10, "data.calibration_images": 2048,
@@ -323,32 +324,34 @@ def test_a_format_1_config_json_written_before_the_redesign_is_read(tmp_path):
     assert {key: old[key] for key in changed} == changed
     assert {key: old[key] for key in old if key not in changed} == {key: defaults[key] for key in old
                                                                      if key not in changed}
-    # new keys: defaults, but a run before format 4 had no Φ schedule (it moved P/Q at the constant τ)
-    assert read["sharing.phi_schedule"] is None
-    assert {key: read[key] for key in new_keys - {"sharing.phi_schedule"}} == {
-        key: defaults[key] for key in new_keys - {"sharing.phi_schedule"}}
+    # new keys: defaults, but a run before format 4 had no Φ schedule: it moved P/Q at its constant τ
+    assert read["sharing.transition"] == 1e-5
+    assert {key: read[key] for key in new_keys - {"sharing.transition"}} == {
+        key: defaults[key] for key in new_keys - {"sharing.transition"}}
     check(config)
 
 
-def test_a_written_config_json_has_format_4_and_reads_back(tmp_path):
+def test_a_written_config_json_has_format_5_and_reads_back(tmp_path):
     config = apply_overrides(Config(), ["seed=4", "probes.names=[]", "search.bn_evaluation=batch"])
     run_dir = rundir.create(tmp_path, "r", config, {"seed": 4})
     payload = json.loads((run_dir / rundir.CONFIG).read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 4
+    assert payload["format"] == rundir.CONFIG_FORMAT == 5
     assert "code_revision" in payload
     assert rundir.read_config(run_dir)[0] == config
 
 
-def test_a_format_3_config_json_without_a_phi_schedule_reads_as_a_constant_rate(tmp_path):
-    config = Config()
-    run_dir = rundir.create(tmp_path, "r", config, {"seed": 0})
+@pytest.mark.parametrize("version, sharing, transition", [
+    (3, {"tau": 6.5e-5}, 6.5e-5),  # before the Φ schedule: the constant τ
+    (4, {"tau": 1.4e-4, "phi_schedule": None, "phi_fraction": 0.8, "phi_at": 0.6}, 1.4e-4),
+    (4, {"tau": 6.5e-5, "phi_schedule": "cosine", "phi_fraction": 0.8, "phi_at": 0.6}, "cosine"),
+])
+def test_formats_3_and_4_read_their_transition(tmp_path, version, sharing, transition):
+    run_dir = rundir.create(tmp_path, "r", Config(), {"seed": 0})
     payload = json.loads((run_dir / rundir.CONFIG).read_text())
-    payload["format"] = 3
-    for key in ("phi_schedule", "phi_fraction", "phi_at"):
-        del payload["config"]["sharing"][key]
+    payload["format"] = version
+    payload["config"]["sharing"] = {"scheme": "transitionary", "transition_every": 1, **sharing}
     (run_dir / rundir.CONFIG).write_text(json.dumps(payload))
-    read = rundir.read_config(run_dir)[0]
-    assert read.sharing.phi_schedule is None and read.sharing.tau == config.sharing.tau
+    assert rundir.read_config(run_dir)[0].sharing.transition == transition
 
 
 def test_a_config_json_of_a_newer_format_is_refused(tmp_path):

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from sharing_lab.controller import Controller, Reinforce, Sample, beam_search, reward
+from sharing_lab.search.controller import Controller, Reinforce, Sample, beam_search, reward
 
 CANDIDATES = (2, 3, 2, 3)  # 36 architectures; unequal counts exercise the masking of missing candidates
 

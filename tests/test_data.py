@@ -10,11 +10,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharing_lab.data import DataBundle, Split, count_batches, load_data, random_crop_flip
-from sharing_lab.datasets.cifar10 import CIFAR_MEAN, CIFAR_STD
-from sharing_lab.datasets.imagenet import scan_image_folder
-from sharing_lab.datasets.protocol import SPLITS, Dataset
-from sharing_lab.datasets.synthetic import synthetic_bundle
+from sharing_lab.data import DataBundle, Split, load_data
+from sharing_lab.data.bundle import count_batches, random_crop_flip
+from sharing_lab.data.cifar10 import CIFAR_MEAN, CIFAR_STD
+from sharing_lab.data.imagenet import scan_image_folder
+from sharing_lab.data.protocol import SPLITS, Dataset
+from sharing_lab.data.synthetic import synthetic_bundle
 from sharing_lab.errors import InputError
 from sharing_lab.registry import DATASETS
 

@@ -18,15 +18,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from sharing_lab.data import load_data, shard_slice
-from sharing_lab.datasets.imagenet import batch_indices
-from sharing_lab.distributed import SINGLE, Group
+from sharing_lab.aps.schemes import get_scheme
+from sharing_lab.compute.distributed import SINGLE, Group
+from sharing_lab.data import load_data
+from sharing_lab.data.bundle import shard_slice
+from sharing_lab.data.imagenet import batch_indices
 from sharing_lab.errors import InputError
-from sharing_lab.layout import build_layout
-from sharing_lab.records import read_table
-from sharing_lab.schemes import get_scheme
-from sharing_lab.space import SearchSpace
-from sharing_lab.supernet import Supernet
+from sharing_lab.runs.sweeps import read_table
+from sharing_lab.search.supernet import Supernet
+from sharing_lab.space.layout import build_layout
+from sharing_lab.space.search_space import SearchSpace
 
 SEARCH = ["data.name=synthetic", "model.widths=[2,4]", "data.batch_size=32", "data.reward_batch_size=32",
           "data.calibration_images=64", "data.eval_batch_size=128", "probes.align_archs=2", "probes.probe_batch=32",

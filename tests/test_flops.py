@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sharing_lab import flops
-from sharing_lab.layout import build_layout
-from sharing_lab.plain import build_plain
 from sharing_lab.registry import MODELS
+from sharing_lab.space import flops
+from sharing_lab.space.layout import build_layout
+from sharing_lab.space.plain import build_plain
 
 
 def _measured(layout, widths) -> tuple[int, int]:

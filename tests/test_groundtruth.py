@@ -14,12 +14,13 @@ import pytest
 import torch
 
 import sharing_lab
-from sharing_lab import ground_truth as gt
+from sharing_lab.analysis import truth_build
 from sharing_lab.config import Config, apply_overrides
-from sharing_lab.controller import Controller, exact_log_probs
 from sharing_lab.errors import InputError
-from sharing_lab.records import read_table
-from sharing_lab.scoring import rank_correlations
+from sharing_lab.runs.sweeps import read_table
+from sharing_lab.search.controller import Controller, exact_log_probs
+from sharing_lab.truth import table as gt
+from sharing_lab.truth.scoring import rank_correlations
 
 TINY_SPACE = gt.TruthSpace(
     "tiny-synthetic", ("model.name=resnet20", "model.granularity=stage", "model.widths=[2, 4]",
@@ -78,10 +79,10 @@ def test_rank_correlations_agree_with_a_brute_force_count_ties_included():
 @pytest.fixture(scope="module")
 def tiny_table(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("gt") / "tiny.parquet"
-    gt.build(TINY_SPACE, path, progress=False, log=lambda _: None, limit=3)
+    truth_build.build(TINY_SPACE, path, progress=False, log=lambda _: None, limit=3)
     first = pq.read_table(path).to_pandas()
     assert len(first) == 3
-    gt.build(TINY_SPACE, path, progress=False, log=lambda _: None)  # resumes: the three rows are kept
+    truth_build.build(TINY_SPACE, path, progress=False, log=lambda _: None)  # resumes: the three rows are kept
     rows = pq.read_table(path).to_pandas()
     merged = rows.merge(first, on=["widths", "seed"], suffixes=("", "_first"))
     assert len(merged) == 3 and (merged["test_acc"] == merged["test_acc_first"]).all()
@@ -136,7 +137,7 @@ def test_the_shipped_table_was_built_with_the_current_recipe_so_a_build_resumes_
     """Settings that do not change training (a memory guard, say) stay out of the recipe: the shipped table
     must still be resumable, or ``groundtruth build`` would refuse to extend it."""
     _, meta = gt.read_table_file(gt.table_path(DEFAULT), gt.SPACES[DEFAULT])
-    assert meta["recipe"] == gt._recipe(gt.SPACES[DEFAULT])
+    assert meta["recipe"] == gt.recipe(gt.SPACES[DEFAULT])
 
 
 SEARCH = ["model.name=resnet20", "model.granularity=stage", "model.widths=[2, 4]", "data.name=synthetic",

@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sharing_lab.datasets.imagenet import ImageFolderBundle, imagenet
-from sharing_lab.datasets.protocol import Dataset
+from sharing_lab.data.image_transforms import decode, eval_transform
+from sharing_lab.data.imagenet import ImageFolderBundle, imagenet
+from sharing_lab.data.protocol import Dataset
 from sharing_lab.errors import InputError
 from sharing_lab.registry import DATASETS
-from sharing_lab.transforms import decode, eval_transform
 
 CLASSES = ("cat", "dog", "eel")
 TRAIN_PER_CLASS, VAL_PER_CLASS = 6, 2

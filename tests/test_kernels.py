@@ -8,10 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharing_lab.aps import APSConv2d, APSLinear, TransformSet, candidate_kernel
+from sharing_lab.aps.layers import APSConv2d, APSLinear, TransformSet, candidate_kernel
+from sharing_lab.aps.schemes import get_scheme
 from sharing_lab.errors import InputError
 from sharing_lab.registry import SCHEMES
-from sharing_lab.schemes import get_scheme
 
 OUT_WIDTHS, OUT_META = (2, 3, 5), 10
 IN_WIDTHS, IN_META = (1, 2, 4), 7

@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sharing_lab import flops
-from sharing_lab.aps import candidate_kernel
+from sharing_lab.aps.layers import candidate_kernel
+from sharing_lab.aps.schemes import get_scheme
 from sharing_lab.errors import InputError
-from sharing_lab.layout import build_layout, model_spec
-from sharing_lab.plain import build_plain
 from sharing_lab.registry import MODELS, SCHEMES
-from sharing_lab.schemes import get_scheme
-from sharing_lab.space import SearchSpace
-from sharing_lab.supernet import Supernet
+from sharing_lab.search.supernet import Supernet
+from sharing_lab.space import flops
+from sharing_lab.space.layout import build_layout, model_spec
+from sharing_lab.space.plain import build_plain
+from sharing_lab.space.search_space import SearchSpace
 
 SAMPLE_ARGUMENTS = {"overlap": "0.5"}  # schemes that need an argument, with one to test
 SCHEME_SPECS = [f"{name}:{SAMPLE_ARGUMENTS[name]}" if name in SAMPLE_ARGUMENTS else name for name in SCHEMES.names()]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sharing_lab.bench import ops_report
-from sharing_lab.opcount import OpCounter, count_ops, launches
+from sharing_lab.analysis.bench import ops_report
+from sharing_lab.analysis.opcount import OpCounter, count_ops, launches
 
 # Issue 14's targets: (dispatched, launching) per step; None: no target.
 TARGETS = {"train_step": (820, 280), "forward": (365, None), "transition": (160, 75), "controller": (1000, None)}

@@ -1,4 +1,4 @@
-"""The Φ schedule (sharing_lab.phi_schedule): per-layer bounds, tracking its targets (every layer, the stem and the
+"""The Φ schedule (sharing_lab.aps.phi_schedule): per-layer bounds, tracking its targets (every layer, the stem and the
 classifier included), the data-free replay that equals a search's Φ, τ calibration by replay, and the
 ``sharing-lab budget`` command."""
 
@@ -13,14 +13,15 @@ import torch
 from test_search_cli import TINY, assert_input_error, invoke
 
 from sharing_lab import read_table
+from sharing_lab.aps.phi_schedule import MAX_MOVE, PhiSchedule, layer_bounds, log_progress, progress, side_floor
+from sharing_lab.aps.schemes import get_scheme
+from sharing_lab.aps.sharing import phi, side_level
+from sharing_lab.aps.transition import at_rate
 from sharing_lab.config import Config, apply_overrides
-from sharing_lab.launch import run_search
-from sharing_lab.phi_schedule import MAX_MOVE, PhiSchedule, layer_bounds, log_progress, progress, side_floor
-from sharing_lab.replay import budget, calibrate_tau, replay
-from sharing_lab.schemes import get_scheme
-from sharing_lab.sharing import phi, side_level
-from sharing_lab.state import build_space
-from sharing_lab.supernet import Supernet
+from sharing_lab.jobs.job import run_search
+from sharing_lab.search.replay import budget, calibrate_tau, replay
+from sharing_lab.search.supernet import Supernet
+from sharing_lab.space.search_space import build_space
 
 SHAPE = (10, 1, 8)  # the embedded default's data: digits, 10 classes, 1 channel, 8×8
 
@@ -115,12 +116,12 @@ def test_the_replay_without_data_is_the_searchs_phi(tmp_path):
 
 
 def test_calibrate_tau_finds_the_constant_rate_that_reaches_the_fraction():
-    config = apply_overrides(Config(), ["sharing.phi_schedule=none", "search.epochs=12", "search.warmup_epochs=2"])
+    config = apply_overrides(Config(), ["sharing.transition=1e-4", "search.epochs=12", "search.warmup_epochs=2"])
     space = build_space(config, *SHAPE)
     tau, trajectory = calibrate_tau(config, space, 20, fraction=0.5, at=0.5, iterations=16)
     assert 0 < tau < 1
     assert trajectory.progress_at(0.5) == pytest.approx(0.5, abs=0.06)
-    slower = replay(config, space, 20, tau / 3)
+    slower = replay(at_rate(config, tau / 3), space, 20)
     assert slower.progress_at(0.5) < trajectory.progress_at(0.5)
 
 
@@ -146,7 +147,7 @@ def test_budget_cli_json_and_bad_input():
     assert list(frame["epoch"]) == [2, 3, 4, 5]
     assert math.isclose(frame["progress"].iloc[-1], 0.8, abs_tol=0.01)
     assert_input_error(invoke("budget", "--shape", "10,3"), "--shape")
-    assert_input_error(invoke("budget", "--set", "sharing.phi_schedule=sideways"), "sharing.phi_schedule")
+    assert_input_error(invoke("budget", "--set", "sharing.transition=sideways"), "sharing.transition")
     assert_input_error(invoke("budget", "--set", "sharing.phi_at=0"), "sharing.phi_at")
 
 

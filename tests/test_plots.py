@@ -13,15 +13,15 @@ from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
 
 from sharing_lab import plots
+from sharing_lab.aps.theorem import covariance_checks, extreme_checks
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.errors import InputError
 from sharing_lab.plots import FIGURES, MissingRuns, RunSet, common, find_run_dirs, plot, plot_all, style
 from sharing_lab.plots import rank as rank_module
 from sharing_lab.plots import theorem as theorem_module
 from sharing_lab.plots.runs import SCHEDULED, scheme_arms
-from sharing_lab.records import RecordWriter
-from sharing_lab.rundir import write_config
-from sharing_lab.theorem import covariance_checks, extreme_checks
+from sharing_lab.runs.records import RecordWriter
+from sharing_lab.runs.rundir import write_config
 
 EPOCHS, WARMUP, STEPS, EVAL_EVERY, PROBE_EVERY = 12, 4, 10, 4, 2
 WIDTHS = (4, 8, 12, 16)
@@ -36,9 +36,9 @@ def fake_run(root, dirname, scheme="ordinal", seed=0, tau=1e-5, target=None, ret
     architectures in ``retrain`` / ``retrain_curves``. Returns the run directory."""
     run_dir = root / dirname
     run_dir.mkdir(parents=True)
-    overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"sharing.tau={tau or 1e-5}", f"search.epochs={EPOCHS}",
+    overrides = [f"sharing.scheme={scheme}", f"seed={seed}", f"search.epochs={EPOCHS}",
                  f"search.warmup_epochs={WARMUP}", f"search.eval_every={EVAL_EVERY}",
-                 "sharing.phi_schedule=none" if tau is not None else "sharing.phi_schedule=cosine"]
+                 f"sharing.transition={tau}" if tau is not None else "sharing.transition=cosine"]
     if target is not None:
         overrides.append(f"search.flops_target={target}")
     config = apply_overrides(Config(), overrides)
@@ -390,7 +390,7 @@ def test_plot_all_on_an_incomplete_set_names_what_is_missing(full, checks, monke
 def test_gt_figure_draws_ground_truth_scores_along_the_search(full, tmp_path):
     import shutil
 
-    from sharing_lab.records import RecordWriter
+    from sharing_lab.runs.records import RecordWriter
 
     shutil.copytree(full / "free", tmp_path / "free")
     for run_dir in sorted((tmp_path / "free").iterdir()):
@@ -410,7 +410,7 @@ def test_gt_figure_draws_ground_truth_scores_along_the_search(full, tmp_path):
 def test_fig8_measures_the_beam_against_the_ground_truth_when_the_space_has_one(full, tmp_path):
     import shutil
 
-    from sharing_lab.records import RecordWriter
+    from sharing_lab.runs.records import RecordWriter
 
     shutil.copytree(full / "free", tmp_path / "free")
     truth = {"ordinal": 0.95, "independent": 0.93, "transitionary": 0.97}

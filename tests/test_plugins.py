@@ -19,10 +19,10 @@ PLUGIN = textwrap.dedent('''
 
     from sharing_lab import register_dataset, register_model, register_scheme
     from sharing_lab.data import DataBundle, Split
-    from sharing_lab.layout import ModelSpec
-    from sharing_lab.models.resnet import resnet_layout
-    from sharing_lab.schemes import SharingScheme, Transforms
-    from sharing_lab.sharing import random_semi_orthogonal
+    from sharing_lab.space.layout import ModelSpec
+    from sharing_lab.space.models.resnet import resnet_layout
+    from sharing_lab.aps.schemes import SharingScheme, Transforms
+    from sharing_lab.aps.sharing import random_semi_orthogonal
 
 
     @register_model("toynet")

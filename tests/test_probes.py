@@ -19,20 +19,20 @@ import torch
 import torch.nn.functional as F
 
 import sharing_lab
-from sharing_lab import loop
-from sharing_lab.aps import APSConv2d, TransformSet, candidate_kernel
+from sharing_lab.aps.layers import APSConv2d, TransformSet, candidate_kernel
+from sharing_lab.aps.schemes import Transforms, get_scheme
+from sharing_lab.aps.sharing import pair_level
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.data import load_data
 from sharing_lab.errors import InputError
-from sharing_lab.layout import build_layout
-from sharing_lab.loop import Search, open_search
-from sharing_lab.probes import Probe, ProbeView, SharingProbe, coupled_gradient, default_probes
-from sharing_lab.probes.sharing_probe import _pair_phi
-from sharing_lab.records import SCHEMAS, RecordWriter
-from sharing_lab.schemes import Transforms, get_scheme
-from sharing_lab.sharing import pair_level
-from sharing_lab.space import SearchSpace
-from sharing_lab.supernet import Supernet
+from sharing_lab.runs.records import SCHEMAS, RecordWriter
+from sharing_lab.search import loop
+from sharing_lab.search.probes import Probe, ProbeView, SharingProbe, coupled_gradient, default_probes
+from sharing_lab.search.probes.sharing_probe import _pair_phi
+from sharing_lab.search.session import Search, open_search
+from sharing_lab.search.supernet import Supernet
+from sharing_lab.space.layout import build_layout
+from sharing_lab.space.search_space import SearchSpace
 
 PROBE_SCALARS = {"phi_code", "cos_align", "coupled_norm", "kernel_grad_norm"}  # the scalars SharingProbe writes
 TINY = [
@@ -371,8 +371,7 @@ def runs(tmp_path_factory):
     def get(name: str) -> tuple[Search, Path, EveryOtherStep | None]:
         if name not in done:
             scheme, _, probes = name.partition("-")
-            config = _config(f"sharing.scheme={scheme}", "sharing.tau=1e-3",
-                             *(["probes.enabled=false"] if probes == "off" else []))
+            config = _config(f"sharing.scheme={scheme}", *(["probes.enabled=false"] if probes == "off" else []))
             run_dir = tmp_path_factory.mktemp(name) / "r"  # the same run name everywhere: comparable records
             run_dir.mkdir()
             custom = EveryOtherStep() if probes == "custom" else None

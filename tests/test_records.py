@@ -8,9 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import sharing_lab
-from sharing_lab import records
 from sharing_lab.errors import InputError
-from sharing_lab.records import SCHEMAS, RecordWriter, read_table
+from sharing_lab.runs import records
+from sharing_lab.runs.records import SCHEMAS, RecordWriter
+from sharing_lab.runs.sweeps import read_table
 
 
 def _scalars(step: int, n: int = 2) -> list[dict]:
@@ -235,10 +236,10 @@ def _tiny_retrain(tmp_path, name: str, seed: int) -> tuple[dict, pd.DataFrame, p
     """Retrain a 3-decision ResNet-20 at widths (4, 2, 4) for two epochs on 32 random 8×8 images."""
     import torch
 
+    from sharing_lab.analysis.retrain import retrain
     from sharing_lab.config import Config, apply_overrides
     from sharing_lab.data import DataBundle, Split
-    from sharing_lab.layout import build_layout
-    from sharing_lab.retrain import retrain
+    from sharing_lab.space.layout import build_layout
 
     g = torch.Generator().manual_seed(0)
 

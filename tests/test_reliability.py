@@ -49,7 +49,8 @@ import torch
 
 import sharing_lab
 from sharing_lab.cli import main
-from sharing_lab.rundir import load_file, read_config
+from sharing_lab.runs.checkpoints import load_file
+from sharing_lab.runs.rundir import read_config
 
 NAME = "run"  # every run has this name (in its own --out), so whole rows, `run` included, can be compared
 EPOCHS, WARMUP = 6, 2
@@ -71,12 +72,13 @@ CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "sharing_la
 
 # The CLI with a fault injected: SIGKILL itself at the SL_KILL_NTH-th atomic write of a file whose path matches the
 # regular expression SL_KILL_AT, "before" its rename (the temporary file is complete, the rename never happens) or
-# "after" it. Every atomic write of the package goes through fileio.atomic_write (records and rundir import it by
-# name, so their references are replaced too).
+# "after" it. Every atomic write of the package goes through fileio.atomic_write (the modules that import it by name,
+# records and checkpoints among them, have their references replaced too).
 KILLER = r"""
 import os, re, signal, sys
 from pathlib import Path
-from sharing_lab import cli, fileio, records, rundir
+from sharing_lab import cli
+from sharing_lab import fileio
 
 PATTERN = re.compile(os.environ["SL_KILL_AT"])
 PHASE, NTH = os.environ["SL_KILL_PHASE"], int(os.environ["SL_KILL_NTH"])
@@ -100,7 +102,9 @@ def atomic_write(path, write):
             real(path, write_and_die)
     real(path, write)
 
-fileio.atomic_write = records.atomic_write = rundir.atomic_write = atomic_write
+for module in list(sys.modules.values()):  # cli imported every module of the package
+    if getattr(module, "__name__", "").startswith("sharing_lab") and getattr(module, "atomic_write", None) is real:
+        module.atomic_write = atomic_write
 cli.main()
 """
 
@@ -604,8 +608,8 @@ BAD_INPUTS = [
 
 @pytest.fixture
 def bad_input_paths(tmp_path) -> dict[str, Path]:
-    from sharing_lab.export import export_payload
-    from sharing_lab.layout import build_layout
+    from sharing_lab.search.export import export_payload
+    from sharing_lab.space.layout import build_layout
 
     layout = build_layout("resnet20", "stage", [2, 4], num_classes=10, in_channels=3, image_size=8)
     payload = export_payload(layout, [2, 4, 4], data={"name": "synthetic", "dir": None, "image_size": None})

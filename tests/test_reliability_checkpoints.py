@@ -20,8 +20,10 @@ import pytest
 import torch
 from test_reliability import NAME, TINY, _env, _sets, invoke, snapshot
 
-from sharing_lab import loop, rundir
+import sharing_lab
 from sharing_lab.config import Config, apply_overrides
+from sharing_lab.runs import checkpoints, records, rundir
+from sharing_lab.search import checkpointing, loop, session
 
 FIXTURES = Path(__file__).parent / "fixtures"
 MALICIOUS = {"zip": FIXTURES / "malicious_checkpoint.pt", "pickle": FIXTURES / "malicious_pickle.pt"}
@@ -40,7 +42,7 @@ def stopped_run(tmp_path_factory) -> Path:
     assert code is None or code == 0, err
     run = out / NAME
     (run / "summary.json").unlink()
-    assert (run / "checkpoint.prev.pt").is_file() and rundir.has_records(run)
+    assert (run / "checkpoint.prev.pt").is_file() and records.has_records(run)
     return run
 
 
@@ -70,17 +72,17 @@ def test_a_default_search_checkpoint_round_trips_with_weights_only(tmp_path):
                                         "data.batch_size=256"])  # 4 steps an epoch: the test stays fast
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    search = loop.open_search(config, run_dir, log=lambda message: None)
-    assert loop.resume(search) is False  # a fresh run: writes the initial checkpoint
+    search = session.open_search(config, run_dir, log=lambda message: None)
+    assert checkpointing.resume(search) is False  # a fresh run: writes the initial checkpoint
     for _ in range(2):
         loop.train_epoch(search)
         search.state.epoch += 1
-    loop.checkpoint(search)
+    checkpointing.checkpoint(search)
     path = run_dir / rundir.CHECKPOINT
-    safe = rundir.load_file(path)
+    safe = checkpoints.load_file(path)
     full = torch.load(path, map_location="cpu", weights_only=False)
-    rundir.check_plain(safe)
-    leaves, full_leaves = dict(rundir._walk(safe, "")), dict(rundir._walk(full, ""))
+    checkpoints.check_plain(safe)
+    leaves, full_leaves = dict(checkpoints._walk(safe, "")), dict(checkpoints._walk(full, ""))
     assert leaves.keys() == full_leaves.keys() and len(leaves) > 100
     for key, value in leaves.items():
         if isinstance(value, torch.Tensor):
@@ -88,14 +90,14 @@ def test_a_default_search_checkpoint_round_trips_with_weights_only(tmp_path):
         else:
             assert value == full_leaves[key] or (value != value and full_leaves[key] != full_leaves[key]), key
     assert safe["epoch"] == 2 and safe["config"]["sharing"]["scheme"] == "transitionary"
-    fresh = loop.open_search(config, run_dir, log=lambda message: None)
+    fresh = session.open_search(config, run_dir, log=lambda message: None)
     fresh.state.load_state_dict(safe)  # and it loads into a new search
     assert fresh.state.step == search.state.step
 
 
 def test_save_checkpoint_refuses_objects_that_need_a_pickle(tmp_path):
     with pytest.raises(rundir.InputError, match=r"probes\[0\]\.thing is a object"):
-        rundir.save_checkpoint(tmp_path, {"epoch": 0, "probes": [{"thing": object()}]})
+        checkpoints.save_checkpoint(tmp_path, {"epoch": 0, "probes": [{"thing": object()}]})
     assert not (tmp_path / rundir.CHECKPOINT).exists()
 
 
@@ -158,7 +160,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_from_epoch_0(tmp_path):
     run = rundir.create(tmp_path, NAME, config, {"seed": 0})  # config.json only, as a kill right after it leaves
     code, err = invoke("run-search", "--resume", run)
     assert code in (None, 0), err
-    assert (run / "summary.json").is_file() and rundir.load_file(run / rundir.CHECKPOINT)["epoch"] == 2
+    assert (run / "summary.json").is_file() and checkpoints.load_file(run / rundir.CHECKPOINT)["epoch"] == 2
 
 
 # --- config.json edited by hand -----------------------------------------------------------------------------------
@@ -176,10 +178,10 @@ def test_a_config_that_does_not_fit_the_checkpoint_is_one_line(command, run_copy
 
 
 def test_the_package_has_one_torch_load():
-    """Every checkpoint read goes through rundir.load_file (weights_only=True)."""
-    package = Path(rundir.__file__).parent
-    calls = {str(p.relative_to(package)): len(re.findall(r"(?<!`)torch\.load\(", p.read_text()))
+    """Every checkpoint read goes through checkpoints.load_file (weights_only=True)."""
+    package = Path(sharing_lab.__file__).parent
+    calls = {p.relative_to(package).as_posix(): len(re.findall(r"(?<!`)torch\.load\(", p.read_text()))
              for p in package.rglob("*.py")}  # calls, not ``torch.load(...)`` in docstrings
-    assert {k: v for k, v in calls.items() if v} == {"rundir.py": 1}
-    assert "weights_only=True" in (package / "rundir.py").read_text()
+    assert {k: v for k, v in calls.items() if v} == {"runs/checkpoints.py": 1}
+    assert "weights_only=True" in (package / "runs" / "checkpoints.py").read_text()
     assert os.path.getsize(MALICIOUS["zip"]) > 0

@@ -23,15 +23,19 @@ import torch
 from test_reliability import NAME, TINY, _env, _sets, invoke
 
 import sharing_lab
-from sharing_lab import fileio, launch, records, rundir
+from sharing_lab import fileio
+from sharing_lab.cli import run as cli_run
 from sharing_lab.config import Config, apply_overrides
-from sharing_lab.export import load_export, write_export
-from sharing_lab.recipes import recipes
-from sharing_lab.state import build_space
-from sharing_lab.supernet import Supernet
+from sharing_lab.jobs.recipes import recipes
+from sharing_lab.runs import checkpoints, locking, records, rundir
+from sharing_lab.search import memory
+from sharing_lab.search.export import load_export, write_export
+from sharing_lab.search.supernet import Supernet
+from sharing_lab.space.search_space import build_space
 
 SHORT = ("search.epochs=3", "search.warmup_epochs=1")
-HOLDER = ("import sys, time; from sharing_lab import rundir; rundir.lock(sys.argv[1]); print('locked', flush=True); "
+HOLDER = ("import sys, time; from sharing_lab.runs import locking; locking.lock(sys.argv[1]); "
+          "print('locked', flush=True); "
           "time.sleep(300)")
 
 
@@ -73,12 +77,12 @@ def test_create_refuses_a_bad_name_and_makes_nothing(tmp_path):
 
 # --- the lock -----------------------------------------------------------------------------------------------------
 def test_the_lock_is_reentrant_and_holds_the_pid(tmp_path):
-    rundir.lock(tmp_path)
-    rundir.lock(tmp_path)
+    locking.lock(tmp_path)
+    locking.lock(tmp_path)
     assert (tmp_path / rundir.LOCK).read_text().strip() == str(os.getpid())
-    rundir.release(tmp_path)
-    rundir.release(tmp_path)
-    rundir.release(tmp_path)  # one too many: nothing
+    locking.release(tmp_path)
+    locking.release(tmp_path)
+    locking.release(tmp_path)  # one too many: nothing
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_kill_leaves_no_stale_lock(tmp_path):
@@ -90,12 +94,12 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_kill_leaves_no_stale
         for args in (["run-search", "--resume", run], ["retrain", run]):
             line = _one_error_line(*invoke(*args))
             assert f"being written by process {holder.pid}" in line, line
-        assert not rundir.checkpoint_files(run) and not rundir.has_records(run)  # the refused resume wrote nothing
+        assert not checkpoints.checkpoint_files(run) and not records.has_records(run)  # the refused resume wrote none
     finally:
         holder.kill()
         holder.wait(timeout=60)
         holder.stdout.close()
-    with rundir.locked(run):  # the OS dropped the killed holder's lock
+    with locking.locked(run):  # the OS dropped the killed holder's lock
         assert (run / rundir.LOCK).read_text().strip() == str(os.getpid())
 
 
@@ -109,7 +113,7 @@ def test_resume_of_a_running_search_is_refused(tmp_path):
         line = _one_error_line(*invoke("run-search", "--resume", run))
         assert f"being written by process {search.proc.pid}" in line, line
         search.kill()
-    with rundir.locked(run):
+    with locking.locked(run):
         pass
 
 
@@ -224,14 +228,14 @@ def test_the_predicted_supernet_size_is_exact(overrides):
     net = Supernet(space, 0, config.model.bn)
     params = sum(p.numel() for p in net.parameters())
     buffers = sum(b.numel() for b in net.buffers() if b.is_floating_point())
-    assert launch.supernet_size(space.layout, config.model.bn == "per_candidate_affine") == (params, buffers)
+    assert memory.supernet_size(space.layout, config.model.bn == "per_candidate_affine") == (params, buffers)
 
 
 def test_the_memory_limit_can_be_raised():
     huge = apply_overrides(Config(), ["model.widths=[100000]"])
     with pytest.raises(rundir.InputError, match="needs about .* GB"):
-        launch.check_memory(huge)
-    launch.check_memory(apply_overrides(huge, ["runtime.max_supernet_gb=1e9"]))  # nothing is allocated
+        memory.check_memory(huge)
+    memory.check_memory(apply_overrides(huge, ["runtime.max_supernet_gb=1e9"]))  # nothing is allocated
 
 
 @pytest.mark.parametrize("error", [
@@ -243,7 +247,7 @@ def test_memory_exhaustion_is_one_line(error, tmp_path, monkeypatch):
     def start(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(launch, "start", start)
+    monkeypatch.setattr(cli_run, "start", start)
     line = _one_error_line(*invoke("run-search", "--out", tmp_path, *_sets(*TINY)))
     assert line.startswith("error: out of memory") and "model.widths" in line, line
 
@@ -252,7 +256,7 @@ def test_other_runtime_errors_still_raise(tmp_path, monkeypatch):
     def start(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(launch, "start", start)
+    monkeypatch.setattr(cli_run, "start", start)
     with pytest.raises(RuntimeError, match="a bug"):
         invoke("run-search", "--out", tmp_path, *_sets(*TINY))
 

@@ -9,12 +9,13 @@ import math
 import pytest
 import torch
 
-from sharing_lab import loop
+from sharing_lab.compute.runtime import resolve_device, resolve_runtime
 from sharing_lab.config import Config, apply_overrides
-from sharing_lab.data import load_data, random_crop_flip
+from sharing_lab.data import load_data
+from sharing_lab.data.bundle import random_crop_flip
 from sharing_lab.errors import InputError
-from sharing_lab.records import read_table
-from sharing_lab.runtime import resolve_device, resolve_runtime
+from sharing_lab.runs.sweeps import read_table
+from sharing_lab.search import loop, session
 
 TINY = ["data.name=synthetic", "model.widths=[2,4]", "data.batch_size=64", "data.reward_batch_size=32",
         "data.calibration_images=64", "data.eval_batch_size=128", "probes.align_archs=2", "probes.probe_batch=32",
@@ -23,10 +24,10 @@ TINY = ["data.name=synthetic", "model.widths=[2,4]", "data.batch_size=64", "data
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
-def _open(config: Config, run_dir, **kwargs) -> loop.Search:
+def _open(config: Config, run_dir, **kwargs) -> session.Search:
     """open_search on a fresh run directory (open_search does not create it; launch.start does)."""
     run_dir.mkdir(parents=True)
-    return loop.open_search(config, run_dir, **kwargs)
+    return session.open_search(config, run_dir, **kwargs)
 
 
 def test_auto_runtime_is_fp32_contiguous_on_cpu_and_explicit_settings_win():
@@ -72,10 +73,10 @@ def test_bf16_channels_last_search_runs_on_cpu_and_keeps_float32_state(tmp_path)
 
 
 def test_bf16_forward_agrees_with_float32_on_cpu():
-    from sharing_lab.layout import build_layout
-    from sharing_lab.schemes import get_scheme
-    from sharing_lab.space import SearchSpace
-    from sharing_lab.supernet import Supernet
+    from sharing_lab.aps.schemes import get_scheme
+    from sharing_lab.search.supernet import Supernet
+    from sharing_lab.space.layout import build_layout
+    from sharing_lab.space.search_space import SearchSpace
 
     layout = build_layout("resnet20", "stage", [4, 8], num_classes=10, in_channels=3, image_size=8)
     supernet = Supernet(SearchSpace(layout, get_scheme("transitionary")), seed=0)

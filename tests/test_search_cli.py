@@ -25,13 +25,14 @@ import pytest
 import torch
 
 import sharing_lab
-from sharing_lab import registry, rundir
+from sharing_lab import registry
 from sharing_lab.cli import main
 from sharing_lab.config import Config, apply_overrides, load_toml, preset_names, to_dict
-from sharing_lab.export import build_exported
-from sharing_lab.flops import macs_range
-from sharing_lab.layout import build_layout
-from sharing_lab.records import SCHEMAS
+from sharing_lab.runs import rundir
+from sharing_lab.runs.records import SCHEMAS
+from sharing_lab.search.export import build_exported
+from sharing_lab.space.flops import macs_range
+from sharing_lab.space.layout import build_layout
 
 TINY = [
     "data.name=synthetic", "model.widths=[2,4]", "data.batch_size=64", "data.reward_batch_size=32",
@@ -199,7 +200,7 @@ def test_config_json_holds_resolved_config_and_versions(shared_run):
     assert payload["config"] == to_dict(expected)
     assert payload["config"]["seed"] == 0 and "device" in payload["config"]
     assert payload["run"] == "r"
-    assert payload["format"] == rundir.CONFIG_FORMAT == 4 and "code_revision" in payload
+    assert payload["format"] == rundir.CONFIG_FORMAT == 5 and "code_revision" in payload
     assert payload["versions"]["sharing_lab"] == sharing_lab.__version__
     assert payload["versions"]["torch"] == torch.__version__
 
@@ -271,7 +272,7 @@ def test_archs_sample_and_beam_rows(shared_run):
     layout = _layout()
     for _, row in archs[archs["source"].isin(["sample", "beam"])].iterrows():
         widths = check_widths(row["widths"])
-        assert row["macs"] == sharing_lab.flops.count_macs(layout, widths)
+        assert row["macs"] == sharing_lab.space.flops.count_macs(layout, widths)
         assert 0 <= row["acc"] <= 1
 
 
@@ -507,7 +508,7 @@ def test_search_from_a_preset_name_through_the_cli(tmp_path):
     run = tmp_path / "p"
     assert f"run directory: {run}" in result.out
     payload = json.loads((run / "config.json").read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 4
+    assert payload["format"] == rundir.CONFIG_FORMAT == 5
     expected = apply_overrides(load_toml("cifar10-resnet20"), PRESET_TINY)
     assert payload["config"] == to_dict(expected)
     # what the preset sets and the overrides do not touch is the preset's
@@ -530,7 +531,7 @@ def test_run_search_library_entry_point(tmp_path):
     assert summary["run"] == "x" and summary["epochs"] == 1
     assert summary["steps_per_epoch"] == 256 // 64 == summary["steps"]
     payload = json.loads((run / "config.json").read_text())
-    assert payload["format"] == rundir.CONFIG_FORMAT == 4 and "code_revision" in payload
+    assert payload["format"] == rundir.CONFIG_FORMAT == 5 and "code_revision" in payload
     assert payload["config"] == to_dict(apply_overrides(Config(), [*TINY, *ONE_EPOCH]))
     scalars = sharing_lab.read_table(run, "scalars")
     steps = scalars.query("name == 'steps_per_epoch'")

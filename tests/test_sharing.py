@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import sharing_lab
-from sharing_lab import schemes, sharing
+from sharing_lab.aps import schemes, sharing
+from sharing_lab.aps.schemes import SharingScheme, Transforms, get_scheme
+from sharing_lab.aps.sharing import phi, phi_code, random_semi_orthogonal, transition_step
 from sharing_lab.errors import InputError
 from sharing_lab.registry import SCHEMES, register_scheme
-from sharing_lab.schemes import SharingScheme, Transforms, get_scheme
-from sharing_lab.sharing import phi, phi_code, random_semi_orthogonal, transition_step
 
 WIDTHS = (4, 8, 12, 16)
 META = 40  # Σ widths: every built-in scheme fits

@@ -4,7 +4,7 @@ recipe is submitted again; one table of the whole sweep with its varying configu
 
 Every run is a tiny 2-epoch search (ResNet-20, candidates {2, 4}, 256 synthetic 3×8×8 images); each executor
 starts its own processes. The Ray recipe and the first, killed submission go through the command line in a
-subprocess; the others call :func:`sharing_lab.recipes.run_recipe` (what ``sharing-lab recipe`` calls) here.
+subprocess; the others call :func:`sharing_lab.jobs.recipes.run_recipe` (what ``sharing-lab recipe`` calls) here.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import pytest
 import sharing_lab
 from sharing_lab.cli import main
 from sharing_lab.errors import InputError
-from sharing_lab.executors import ExecutorConfig, executor_config
-from sharing_lab.recipes import load_sweep, run_recipe, select_jobs
+from sharing_lab.jobs.executors import ExecutorConfig, executor_config
+from sharing_lab.jobs.recipes import run_recipe, select_jobs
+from sharing_lab.jobs.sweep_file import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = [
@@ -230,8 +231,8 @@ def test_runs_lists_states_and_key_results(local_sweep, tmp_path):
     # stopped, diverged and running from what the run directory says
     import shutil
 
-    from sharing_lab import rundir
-    from sharing_lab.sweeps import run_state
+    from sharing_lab.runs import rundir
+    from sharing_lab.runs.sweeps import run_state
 
     copy = tmp_path / "copy"
     shutil.copytree(local_sweep / RUNS[0], copy)

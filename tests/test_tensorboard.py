@@ -17,9 +17,10 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import sharing_lab
-from sharing_lab import extras, rundir
+from sharing_lab import extras
 from sharing_lab.cli import main
-from sharing_lab.launch import Request, resolve
+from sharing_lab.runs import rundir
+from sharing_lab.search.request import Request, resolve
 
 TINY = [
     "data.name=synthetic", "model.widths=[2,4]", "data.batch_size=64", "data.reward_batch_size=32",

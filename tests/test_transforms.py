@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sharing_lab import transforms as T
+from sharing_lab.data import image_transforms as T
 from sharing_lab.errors import InputError
 
 

@@ -4,7 +4,7 @@
 the runs it lacks. :func:`plot` writes one figure as PNG and PDF; :func:`plot_all` writes every figure the runs
 can feed and says why the others were skipped.
 
-    from sharing_lab.plots import RunSet, FIGURES
+    from . import RunSet, FIGURES
     runs = RunSet.from_paths(["runs/"])
     runs.meta                    # one row per run: scheme, tau, flops_target, seed, ...
     fig = FIGURES["fig4"](runs)  # a Figure; display it in a notebook

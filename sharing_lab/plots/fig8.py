@@ -15,6 +15,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..truth.scoring import shipped_truth
 from .common import accuracy_column, retrained, share_y
 from .runs import O_I_T, SETTING, MissingRuns, RunSet, largest, most_common_tau
 from .style import empty_panel, new_figure, ordered, scheme_color, scheme_label, with_theme
@@ -75,8 +76,6 @@ def ground_truth_rows(runset: RunSet) -> pd.DataFrame:
     archs = runset.table("archs")
     if archs.empty or "gt_acc" not in archs:
         return pd.DataFrame()
-    from ..scoring import shipped_truth
-
     rows = archs[(archs["source"] == "beam")].copy()
     rows["test_acc"] = pd.to_numeric(rows["gt_acc"], errors="coerce")
     for run in runset:  # against the shipped table, as the claims: runs scored live against a smaller one agree

@@ -5,8 +5,10 @@ constant τ, and the Φ-scheduled T beside it when there are such runs; mean and
 
 from __future__ import annotations
 
+import pandas as pd
 from matplotlib.figure import Figure
 
+from ..truth.scoring import rescore, shipped_truth
 from .common import draw_band, mean_interval, scalars, seeds_note, warmup_epochs, with_epoch_axis
 from .runs import MissingRuns, RunSet, scheme_arms
 from .style import mark_warmup, new_figure, ordered, scheme_color, scheme_label, with_theme
@@ -17,12 +19,8 @@ PANELS = (("gt_kendall", "Kendall τ-b, supernet vs ground truth", "ranking of t
 
 def rescored_scalars(search: RunSet, names: list[str]):
     """The ``gt_*`` scalars of every run, recomputed from its ``space`` table against the shipped ground truth
-    (:func:`sharing_lab.scoring.rescore`) where it has both, so that runs scored live against a smaller table
+    (:func:`sharing_lab.truth.scoring.rescore`) where it has both, so that runs scored live against a smaller table
     are drawn against the same one; as recorded otherwise."""
-    import pandas as pd
-
-    from ..scoring import rescore, shipped_truth
-
     recorded = scalars(search, names)
     frames, replaced = [], set()
     for run, meta in zip(search.runs, search.meta.to_dict("records")):

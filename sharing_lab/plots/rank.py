@@ -17,6 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
+from ..truth.table import groundtruth, space_for, summarise
 from .common import accuracy_column, retrained
 from .runs import MissingRuns, RunSet, scheme_arms
 from .style import new_figure, ordered, scheme_color, scheme_label, with_theme
@@ -75,8 +76,6 @@ def truth_pairs(runset: RunSet) -> pd.DataFrame:
     """Per search run of an arm (:func:`~.runs.scheme_arms`) on a space with a ground truth: its last whole-space
     evaluation, one row per architecture with the supernet's accuracy ``x`` and the ground truth's mean test
     accuracy ``y``."""
-    from ..ground_truth import groundtruth, space_for, summarise
-
     frames = []
     try:
         arms = scheme_arms(runset, "rank")

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..aps.schemes.base import get_scheme
+from ..aps.transition import Transition, transition_of
+from ..config import SharingConfig
 from ..errors import InputError
-from ..records import SCHEMAS, read_table
-from ..rundir import SUMMARY, read_config
-from ..schemes import get_scheme
-from ..sweeps import find_run_dirs
+from ..runs.records import SCHEMAS, read_run_table
+from ..runs.rundir import SUMMARY, read_config
+from ..runs.sweeps import find_run_dirs
 
 O_I_T = ("ordinal", "independent", "transitionary")
 META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau", "phi_schedule", "flops_target",
@@ -28,6 +30,15 @@ META_COLUMNS = ("id", "run", "path", "kind", "scheme", "family", "alpha", "tau",
 
 class MissingRuns(InputError):
     """The given runs cannot feed a figure; the message says which runs are missing."""
+
+
+def _transition(sharing: SharingConfig) -> Transition | None:
+    """The transition of a run's settings (None when its scheme keeps the transforms fixed, or is not registered
+    here: load its plugin with ``sharing-lab --plugin``)."""
+    try:
+        return transition_of(sharing, get_scheme(sharing.scheme))
+    except InputError:
+        return None
 
 
 def _scheme(spec: str) -> tuple[str, str, float]:
@@ -49,17 +60,17 @@ class Run:
         self.name = str(self.payload.get("run", self.path.name))
         self.kind = "retrain" if "source" in self.payload else "search"
         self.scheme, self.family, self.alpha = _scheme(self.config.sharing.scheme)
-        sharing = self.config.sharing
-        moving = self.family == "transitionary"
-        # the Φ schedule a moving run followed (None: a constant τ); τ is NaN for a scheduled run (it did not use it)
-        self.phi_schedule = sharing.phi_schedule if moving else None
-        self.tau = math.nan if self.phi_schedule is not None else float(sharing.tau)
+        # how its transforms moved (None: fixed); τ is NaN unless they moved at a constant rate
+        self.transition = _transition(self.config.sharing)
+        self.phi_schedule = None if self.transition is None else self.transition.schedule
+        rate = None if self.transition is None else self.transition.rate
+        self.tau = math.nan if rate is None else rate
         self._tables: dict[str, pd.DataFrame] = {}
 
     def table(self, name: str) -> pd.DataFrame:
         """The table ``name`` (cached); schema columns get numeric dtypes even when the table is empty."""
         if name not in self._tables:
-            frame = read_table(self.path, name)
+            frame = read_run_table(self.path, name)
             for column in SCHEMAS.get(name, {}):
                 if column in frame and column not in ("run", "name", "source", "widths"):
                     frame[column] = pd.to_numeric(frame[column], errors="coerce")
@@ -273,7 +284,7 @@ def largest(groups: dict) -> RunSet:
 
 def most_common_tau(runs: RunSet) -> RunSet:
     """The runs of the most common constant τ (the paper's APS-T; among equals the middle τ, as
-    :mod:`sharing_lab.claims` takes it: a τ sweep's ends are the too small and too large rates), or the
+    :mod:`sharing_lab.analysis.claims` takes it: a τ sweep's ends are the too small and too large rates), or the
     Φ-scheduled runs when there are only those."""
     groups = runs.group_by("tau")
     rates = {tau: group for tau, group in groups.items() if tau is not None}
@@ -299,5 +310,5 @@ def tau_runs(runset: RunSet, figure: str) -> dict[float, RunSet]:
         taus = sorted(set(search.select(family="transitionary").meta["tau"]))
         found = ", ".join(f"τ={t:g}" for t in taus) or search.describe()
         raise MissingRuns(f"{figure} needs transitionary search runs with at least two transition rates "
-                          f"(sharing.tau) and the same model, data and schedule; found: {found}")
+                          f"(sharing.transition = τ) and the same model, data and schedule; found: {found}")
     return dict(sorted(best.items(), reverse=True))

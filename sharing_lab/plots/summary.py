@@ -5,6 +5,7 @@ A newcomer sees what the run did without another command."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,8 @@ def _series(run: Run, name: str):
 def _title(run: Run) -> str:
     cfg = run.config
     parts = [run.path.name, cfg.sharing.scheme, f"seed {cfg.seed}"]
-    if cfg.sharing.phi_schedule is not None and cfg.sharing.scheme.startswith("transitionary"):
-        parts.append(f"Φ schedule {cfg.sharing.phi_schedule} ({cfg.sharing.phi_fraction:g} at {cfg.sharing.phi_at:g})")
-    elif cfg.sharing.scheme.startswith("transitionary"):
-        parts.append(f"τ = {cfg.sharing.tau:g}")
+    if run.transition is not None:
+        parts.append(run.transition.describe())
     if cfg.search.flops_target is not None:
         parts.append(f"target {cfg.search.flops_target:.3g} MACs")
     summary = run.payload_summary()
@@ -112,3 +111,13 @@ def figure(run: Run) -> Figure:
 def write(run_dir: str | Path) -> list[Path]:
     """Draw ``run_dir``'s summary and save it beside its records (``summary.png``)."""
     return save(figure(Run(run_dir)), run_dir, NAME, formats=("png",), dpi=DPI)
+
+
+def write_or_log(run_dir: Path, log: Callable[[str], None] = print) -> Path | None:
+    """:func:`write` for a run that just finished: a figure that cannot be drawn is reported in one line and leaves
+    the finished search as it is; returns the PNG's path, or None."""
+    try:
+        return write(run_dir)[0]
+    except Exception as error:  # noqa: BLE001 - the search is done; a plotting failure must not undo it
+        log(f"the summary figure could not be drawn: {error}")
+        return None

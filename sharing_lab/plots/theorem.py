@@ -1,7 +1,7 @@
 """Theorem 3.1, computed (not read from records).
 
 Left: ‖Cov(W^{i,o}, W^{ĩ,õ})‖²_F by Monte-Carlo against the closed form ‖Q^{iᵀ}Q^{ĩ}‖²_F‖P^{oᵀ}P^{õ}‖²_F
-(``sharing_lab.theorem.run_checks``), with the line y = x. Right: Φ of random semi-orthogonal transforms
+(``sharing_lab.aps.theorem.run_checks``), with the line y = x. Right: Φ of random semi-orthogonal transforms
 (histogram), with the ordinal maximum and the independent minimum marked and the overlap family as points.
 """
 
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from ..schemes import get_scheme
-from ..sharing import phi
-from ..theorem import run_checks
+from ..aps.schemes.base import get_scheme
+from ..aps.sharing import phi
+from ..aps.theorem import run_checks
 from .runs import RunSet
 from .style import PHI_LABEL, new_figure, scheme_color, with_theme
 
@@ -26,7 +26,7 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def random_transforms(widths: Sequence[int], draws: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One side's transforms for ``draws`` draws (tensors draws × M × c, M = Σ widths): the construction of
-    :func:`sharing_lab.sharing.random_semi_orthogonal` (QR of a Gaussian, signs fixed by diag R: Haar-distributed
+    :func:`sharing_lab.aps.sharing.random_semi_orthogonal` (QR of a Gaussian, signs fixed by diag R: Haar-distributed
     orthonormal columns), batched over draws (one QR per width instead of thousands of tiny ones)."""
     meta, out = sum(widths), []
     for width in widths:

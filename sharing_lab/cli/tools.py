@@ -1,0 +1,332 @@
+"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, recipe, bench); the run
+commands are in :mod:`sharing_lab.cli`, which adds these to its group."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from ..analysis.bench import ops_report, probe_overhead, run_benchmarks
+from ..analysis.truth_build import build
+from ..aps.theorem import run_checks
+from ..compute.runtime import resolve_device
+from ..errors import InputError
+from ..jobs.executors import SUBMITTED
+from ..jobs.executors import executor_config as make_settings
+from ..jobs.recipes import run_recipe
+from ..jobs.sweep_file import executor_table
+from ..registry import DATASETS, MODELS, PRESETS, PROBES, SCHEMES
+from ..runs.sweeps import find_run_dirs
+from ..space.flops import count
+from ..space.layout import build_layout
+from ..truth.table import groundtruth, read_table_file, spread, summarise
+from .console import fail, log
+
+
+@click.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def list_command(as_json) -> None:
+    """What is registered: models, datasets, sharing schemes, probes and configuration presets (--config NAME)."""
+    table = {"models": MODELS, "datasets": DATASETS, "schemes": SCHEMES, "probes": PROBES, "presets": PRESETS}
+    if as_json:
+        click.echo(json.dumps({kind: registry.names() for kind, registry in table.items()}))
+        return
+    for kind, registry in table.items():
+        click.echo(f"{kind}:")
+        for name, doc in registry.describe():
+            click.echo(f"  {name:<20} {doc}")
+
+
+def _parse_widths(text: str | None, option: str = "--widths") -> list[int] | None:
+    """Comma-separated positive integers (None when the option is not given)."""
+    if text is None:
+        return None
+    try:
+        values = [int(part) for part in text.replace(" ", "").split(",") if part]
+    except ValueError:
+        raise InputError(f"{option} must be comma-separated integers, got {text!r}") from None
+    if not values or any(value < 1 for value in values):
+        raise InputError(f"{option} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+@click.command()
+@click.argument("model")
+@click.option("--widths", help="One width per decision, comma-separated (default: the base model).")
+@click.option("--granularity", help="Decision granularity: conv, block, stage or residual (default per model).")
+@click.option("--candidates", help="Candidate widths of every decision, comma-separated (CIFAR convention).")
+@click.option("--image-size", type=click.IntRange(min=1),
+              help="Input resolution (default 32 for CIFAR models, 224 for ImageNet).")
+@click.option("--num-classes", type=click.IntRange(min=1), help="Classifier outputs (default 10 / 1000).")
+@click.option("--in-channels", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def flops(model, widths, granularity, candidates, image_size, num_classes, in_channels, as_json) -> None:
+    """MACs (FLOPs = 2 × MACs) and parameters of MODEL or of a width configuration of it.
+
+    MACs count every convolution, the 1×1 projection shortcuts and the classifier.
+    """
+    layout = build_layout(
+        model, granularity, _parse_widths(candidates, "--candidates"), num_classes=num_classes, in_channels=in_channels,
+        image_size=image_size,
+    )
+    chosen = _parse_widths(widths)
+    if chosen is None:
+        chosen = list(layout.base_widths())
+    layout.check_widths(chosen)
+    for decision, width in zip(layout.decisions, chosen):
+        if width > decision.meta_width:
+            raise InputError(
+                f"width {width} of {decision.name} is larger than its meta width {decision.meta_width}"
+            )
+    cost = count(layout, chosen)
+    result = {
+        "model": model,
+        "granularity": layout.granularity,
+        "image_size": layout.image_size,
+        "widths": chosen,
+        "macs": cost.macs,
+        "flops": cost.flops,
+        "params": cost.params,
+    }
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{model} at {layout.image_size}x{layout.image_size} ({layout.granularity} granularity, "
+               f"{layout.num_decisions} decisions)")
+    click.echo(f"widths  {','.join(map(str, chosen))}")
+    click.echo(f"MACs    {cost.macs:,} ({cost.macs / 1e6:.2f}M)")
+    click.echo(f"FLOPs   {cost.flops:,} (2 x MACs)")
+    click.echo(f"params  {cost.params:,} ({cost.params / 1e6:.3f}M)")
+
+
+@click.command()
+@click.option("--samples", type=click.IntRange(min=1000), default=200_000, show_default=True,
+              help="Monte-Carlo samples of the meta-weight per covariance check.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def theorem(samples, seed, as_json) -> None:
+    """Check Theorem 3.1 numerically; exit status 1 if a check fails."""
+    report = run_checks(samples=samples, seed=seed)
+    if as_json:
+        click.echo(json.dumps(report))
+    else:
+        width = max(len(c["name"]) for c in report["checks"])
+        for check in report["checks"]:
+            mark = "PASS" if check["passed"] else "FAIL"
+            click.echo(f"{mark}  {check['name']:<{width}}  {check['detail']}")
+        worst = report["worst_relative_error"]
+        click.echo(f"worst relative error of the covariance checks: {worst:.2%}")
+        click.echo("Theorem 3.1 holds numerically." if report["passed"] else "Theorem 3.1 checks FAILED.")
+    if not report["passed"]:
+        sys.exit(1)
+
+
+@click.group("groundtruth")
+def groundtruth_group() -> None:
+    """Ground-truth tables of search spaces: every architecture trained from scratch."""
+
+
+@groundtruth_group.command("build")
+@click.argument("space")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False),
+              help="Write here instead of the package's table (resumed if it exists).")
+@click.option("--limit", type=click.IntRange(min=1), help="Train at most this many new rows (a build in pieces).")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Architectures trained at once (worker processes of one thread each).")
+def groundtruth_build(space, out_file, limit, jobs) -> None:
+    """Train every architecture of SPACE for every seed; resumable (finished rows are kept)."""
+    path = build(space, out_file, progress=True, log=log, limit=limit, jobs=jobs)
+    rows, meta = read_table_file(path)
+    figures = spread(rows)
+    click.echo(f"{path}: {len(rows)} rows, {meta['wall_s']:.0f} s of training; best {figures['best']:.4f}, "
+               f"median {figures['median']:.4f}, gap/SE {figures['ratio']:.1f}")
+
+
+@groundtruth_group.command("show")
+@click.argument("space")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+def groundtruth_show(space, as_json) -> None:
+    """The ground truth of SPACE: its spread figures and the architectures by rank."""
+    rows = groundtruth(space)
+    figures, table = spread(rows), summarise(rows)
+    if as_json:
+        click.echo(json.dumps({"space": space, "spread": figures, "architectures": table.to_dict("records")}))
+        return
+    click.echo(f"{space}: {figures['architectures']} architectures x {figures['seeds']} seeds; best "
+               f"{figures['best']:.4f}, median {figures['median']:.4f}, gap {figures['gap']:.4f} = "
+               f"{figures['ratio']:.1f} x the mean standard error {figures['mean_se']:.4f}")
+    for row in table.itertuples():
+        click.echo(f"{row.rank:>4}  {row.widths:<12} test {row.test_acc:.4f} ± {row.test_se:.4f}  "
+                   f"val {row.val_acc:.4f}  {row.macs / 1e6:7.3f}M MACs")
+
+
+@click.command()
+@click.argument("figure")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--out", "out_dir", default="figures", show_default=True, type=click.Path(file_okay=False))
+def plot(figure, paths, out_dir) -> None:
+    """Draw FIGURE (fig3 … fig8, theorem, rank, or all) as PNG and PDF from the records of the runs in PATHS."""
+    from ..plots import FIGURES, plot_all  # matplotlib and seaborn: 0.7 s to import, paid by the plot commands
+    from ..plots import plot as draw
+
+    if figure not in FIGURES and figure != "all":
+        raise InputError(f"unknown figure {figure!r}; known: {', '.join(FIGURES)}, all")
+    for path in paths:
+        if not Path(path).exists():
+            raise InputError(f"{path} does not exist")
+    if figure != "theorem" and not find_run_dirs([Path(p) for p in paths]):
+        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
+    if figure == "all":
+        written, skipped = plot_all([Path(p) for p in paths], Path(out_dir))
+        for path in written:
+            click.echo(f"wrote {path}")
+        for name, reason in skipped.items():
+            click.echo(f"skipped {name}: {reason}")
+        if not written:
+            raise InputError("no figure could be drawn from the given runs")
+        return
+    for path in draw(figure, [Path(p) for p in paths], Path(out_dir)):
+        click.echo(f"wrote {path}")
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.option("--markdown", is_flag=True, help="A Markdown table (what figures/README.md holds).")
+def claims(paths, as_json, markdown) -> None:
+    """Test the paper's claims on the runs at or under PATHS: each claim's statistic, its 95% interval over
+    seeds and a verdict (holds, fails, inconclusive), from the records only."""
+    from ..analysis.claims import MIN_SEEDS, claims_of  # reads runs as the figures do (matplotlib, seaborn)
+
+    if not find_run_dirs(paths):
+        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
+    results = claims_of(paths)
+    if as_json:
+        click.echo(json.dumps({"claims": [claim.as_dict() for claim in results], "min_seeds": MIN_SEEDS}))
+        return
+    if markdown:
+        click.echo("| id | claim | statistic | value [95% interval] | n | verdict |\n|---|---|---|---|---|---|")
+    for claim in results:
+        if claim.value is None:
+            figure = "not testable"
+        elif claim.low is None:
+            figure = f"{claim.value:+.4g} (no interval)"
+        else:
+            figure = f"{claim.value:+.4g} [{claim.low:+.4g}, {claim.high:+.4g}]"
+        if markdown:
+            click.echo(f"| {claim.id} | {claim.statement} | {claim.statistic} | {figure} | {claim.n} | "
+                       f"**{claim.verdict}** |")
+            continue
+        click.echo(f"{claim.id:<3} {claim.verdict.upper():<12} {claim.statement}")
+        click.echo(f"    {claim.statistic}: {figure}, n = {claim.n}")
+        if claim.needs:
+            click.echo(f"    needs: {claim.needs}")
+    counts = {v: sum(c.verdict == v for c in results) for v in ("holds", "fails", "inconclusive")}
+    if markdown:
+        click.echo()
+    click.echo(", ".join(f"{n} {v}" for v, n in counts.items()) + f" (95% intervals; a verdict needs >= {MIN_SEEDS} "
+               "seeds per arm)")
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--executor", "kind", type=click.Choice(["local", "slurm", "ray"]),
+              help="Where the runs go: local worker processes (default), SLURM (submitit) or Ray.")
+@click.option("--executor-config", type=click.Path(dir_okay=False), help="TOML file with an [executor] table.")
+@click.option("--executor-set", "executor_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Executor option (partition, time_min, gpus_per_job, cpus_per_job, address, num_cpus, …).")
+@click.option("--jobs", type=click.IntRange(min=1), help="Local executor: runs in parallel (default 1).")
+@click.option("--threads", type=click.IntRange(min=2), help="Torch threads per run (default 2).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every run.")
+def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, threads, overrides) -> None:
+    """Run analysis recipes (oit, overlap, tau, topn, all) or sweep files (NAME.toml with a [sweep] table): the
+    runs that feed the figures. Finished runs are skipped and stopped, killed or preempted ones resumed, so a
+    recipe is resumed by submitting it again. Executor options: defaults < the sweep file's [executor] table <
+    --executor-config < --executor/--jobs/--threads < --executor-set."""
+    settings = None
+    for name in names:
+        if name.endswith(".toml") and Path(name).is_file():
+            settings = make_settings(executor_table(name), base=settings)
+    if executor_config:
+        settings = make_settings(executor_table(executor_config), base=settings)
+    given = {"kind": kind, "jobs": jobs, "threads": threads}
+    settings = make_settings({k: v for k, v in given.items() if v is not None}, list(executor_overrides), settings)
+    results = run_recipe(list(names), scale, Path(out), list(overrides), settings, log)
+    failed = [name for name, status in results.items() if status not in (0, SUBMITTED)]
+    submitted = [name for name, status in results.items() if status == SUBMITTED]
+    if submitted:
+        click.echo(f"{len(submitted)} runs submitted; their state: sharing-lab runs {out}; submit the same command "
+                   "again once they ended to resume any that were stopped")
+        return
+    click.echo(f"{len(results) - len(failed)} of {len(results)} runs finished in {out}")
+    if failed:
+        fail(f"runs failed: {', '.join(failed)} (see {out}/<name>.log); submitting the recipe again resumes them", 1)
+    click.echo(f"plot them: sharing-lab plot all {out} --out figures")
+
+
+@click.command()
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--repeats", type=click.IntRange(min=3), default=20, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+@click.option("--memory-format", type=click.Choice(["auto", "contiguous", "channels_last"]), default="auto",
+              show_default=True, help="auto: channels_last on CUDA.")
+@click.option("--ops", is_flag=True, help="Count the aten operators per step instead of timing (CPU, "
+              "deterministic; paper preset, batch 32 unless --batch is given).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
+@click.pass_context
+def bench(ctx, device, repeats, batch, precision, memory_format, ops, as_json) -> None:
+    """Measure the APS step against a plain network, the Φ update, probe overhead and throughput; with --ops,
+    count the operators of the search's pieces per step instead."""
+    if ops:
+        given = ctx.get_parameter_source("batch") is not click.core.ParameterSource.DEFAULT
+        _bench_ops(batch if given else 32, as_json)
+        return
+    resolved = resolve_device(device)
+    with tempfile.TemporaryDirectory() as scratch:
+        probes = probe_overhead(resolved, Path(scratch))
+    report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"], precision, memory_format)
+    report["probe_detail"] = probes
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads, "
+               f"{report['precision']}, {report['memory_format']}), ResNet-20 32x32 batch {batch}, random "
+               "architectures")
+    click.echo(f"APS step (slicing, ordinal)    {report['aps_step_ms']:8.1f} ms   plain "
+               f"{report['plain_step_ms']:.1f} ms   ratio {report['step_ratio']:.3f}")
+    click.echo(f"APS step (einsum, transitionary){report['aps_step_einsum_ms']:7.1f} ms   ratio "
+               f"{report['step_ratio_einsum']:.3f}")
+    click.echo(f"Phi update (Eq. 5, all layers) {report['phi_update_ms']:8.2f} ms")
+    click.echo(f"controller step (19 decisions) {report['controller_step_ms']:8.2f} ms")
+    click.echo(f"images/s (APS step)            {report['images_per_s']:8.0f}")
+    click.echo(f"probe overhead (default search) {report['probe_overhead']:7.1%}")
+    click.echo(f"projected paper ResNet-20 search (600 epochs): {report['projected_paper_resnet20_search_h']:.1f} h")
+
+
+def _bench_ops(batch: int, as_json: bool) -> None:
+    """``bench --ops``: the operator counts of :func:`sharing_lab.analysis.bench.ops_report`, as JSON or a table."""
+    report = ops_report(batch=batch)
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    click.echo(f"aten operators per step (CPU, torch {report['torch']}): {report['model']}, widths "
+               f"{','.join(map(str, report['widths']))}, {report['granularity']} granularity, {report['scheme']}, "
+               f"batch {report['batch']}, mean over {report['archs']} random architectures")
+    labels = {"train_step": "supernet train step", "forward": "supernet no-grad forward (reward)",
+              "transition": "Eq. 5 over all layers", "controller": "controller, per search step",
+              "plain_train_step": "plain network train step, same widths"}
+    click.echo(f"{'':<40}{'dispatched':>12}{'launching':>12}")
+    for name, label in labels.items():
+        counts = report["ops"][name]
+        click.echo(f"{label:<40}{counts['dispatched']:>12}{counts['launching']:>12}")
+
+
+COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, claims, recipe, bench)
