@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..compute.runtime import resolve_device, resolve_runtime
@@ -26,11 +27,12 @@ from ..data.protocol import load_data
 from ..errors import InputError
 from ..runs import rundir
 from ..runs.records import RecordWriter, read_run_table
-from ..search.accuracy import accuracy
+from ..search.accuracy import accuracy, member_accuracies
 from ..search.export import load_export
 from ..space.flops import count
 from ..space.layout import Layout
 from ..space.plain import build_plain
+from ..space.population import Population, build_population
 
 
 def train_from_scratch(layout: Layout, widths: Sequence[int], config: Config, data, device: torch.device,
@@ -42,13 +44,51 @@ def train_from_scratch(layout: Layout, widths: Sequence[int], config: Config, da
     ``on_epoch(epoch, step, train_loss, val_acc)`` is called after every epoch. Selection never looks at the
     test split. The global random state is untouched.
     """
-    cfg = config.retrain
     runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, layout.image_size)
     with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global CPU generator
         torch.manual_seed(config.seed)
         plain = build_plain(layout, widths)
     net = runtime.model(plain)
     forward = torch.compile(net) if config.runtime.compile else net  # fixed widths: compiles once
+
+    def split_accuracy(split: str) -> list[float]:
+        batches = data.batches(split, 512, shuffle=False, drop_last=False, device=device, augment=False)
+        return [accuracy(forward, batches, runtime=runtime)]
+
+    def on_epoch_of_one(epoch: int, step: int, train_loss: float, val_acc: list[float]) -> None:
+        if on_epoch is not None:
+            on_epoch(epoch, step, train_loss, val_acc[0])
+
+    val_acc, test_acc = _train(net, forward, F.cross_entropy, split_accuracy, config, data, device, runtime,
+                               ",".join(map(str, widths)), progress, on_epoch_of_one)
+    return val_acc[0], test_acc[0]
+
+
+def train_population(layout: Layout, members: Sequence[Sequence[int]], config: Config, data,
+                     device: torch.device, progress: bool = False) -> list[tuple[float, float]]:
+    """Train the plain networks of ``members`` as one population (:mod:`sharing_lab.space.population`), each from
+    its own network's seeded initialisation, with the retraining recipe, on the same batches as
+    :func:`train_from_scratch` gives each of them; returns each member's (val acc, test acc). Equal to training
+    them one at a time up to float rounding (which training then amplifies: a member's accuracies are those of
+    another run of the same recipe, not a copy)."""
+    runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, layout.image_size)
+    net = runtime.model(build_population(layout, members, config.seed))
+
+    def split_accuracy(split: str) -> list[float]:
+        batches = data.batches(split, 512, shuffle=False, drop_last=False, device=device, augment=False)
+        return member_accuracies(net, batches, runtime)
+
+    val_acc, test_acc = _train(net, net, Population.loss, split_accuracy, config, data, device, runtime,
+                               f"{len(members)} networks", progress, None)
+    return list(zip(val_acc, test_acc))
+
+
+def _train(net: torch.nn.Module, forward: Callable, loss_fn: Callable, split_accuracy: Callable[[str], list[float]],
+           config: Config, data, device: torch.device, runtime, label: str, progress: bool,
+           on_epoch: Callable[[int, int, float, list[float]], None] | None) -> tuple[list[float], list[float]]:
+    """The retraining recipe's loop (``config.retrain``: SGD, Nesterov, per-step cosine to 0; batches drawn from
+    seed + 77) for ``net``; returns the accuracies of ``split_accuracy`` on val and test after the last epoch."""
+    cfg = config.retrain
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                 nesterov=cfg.nesterov)
     steps_per_epoch = data.num_batches("train", cfg.batch_size)
@@ -57,18 +97,12 @@ def train_from_scratch(layout: Layout, widths: Sequence[int], config: Config, da
     total = cfg.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     generator = torch.Generator().manual_seed(config.seed + 77)
-    label = ",".join(map(str, widths))
-
-    def split_accuracy(split: str) -> float:
-        batches = data.batches(split, 512, shuffle=False, drop_last=False, device=device, augment=False)
-        return accuracy(forward, batches, runtime=runtime)
-
-    step, val_acc = 0, float("nan")
+    step, val_acc = 0, [math.nan]
     for epoch in tqdm(range(cfg.epochs), desc=f"retrain {label}", unit="epoch", disable=not progress):
         net.train()
         loss_sum, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device
         for x, y in data.batches("train", cfg.batch_size, generator=generator, device=device):
-            loss, _ = train_step(forward, optimizer, x, y, runtime)
+            loss, _ = train_step(forward, optimizer, x, y, runtime, loss_fn=loss_fn)
             scheduler.step()
             loss_sum, seen, step = loss_sum + loss * y.numel(), seen + y.numel(), step + 1
         train_loss = float(loss_sum) / max(seen, 1)

@@ -12,8 +12,11 @@ from .runtime import Runtime
 
 def train_step(model: Callable, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                runtime: Runtime, arch: Sequence[int] | None = None,
-               before_backward: Callable[[torch.Tensor], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy forward (a supernet with ``arch``, or a plain network), backward and optimiser step.
+               before_backward: Callable[[torch.Tensor], None] | None = None,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward (a supernet with ``arch``, or a plain network, or a population), ``loss_fn`` (cross-entropy; a
+    population's sum of its members' losses), backward and optimiser step.
 
     ``before_backward(loss)`` may inspect the loss (e.g. refuse a non-finite one) before any weight changes.
     Returns the detached loss and logits, on the device (nothing is read back).
@@ -21,7 +24,7 @@ def train_step(model: Callable, optimizer: torch.optim.Optimizer, x: torch.Tenso
     with runtime.autocast():
         inputs = runtime.input(x)
         logits = model(inputs, arch) if arch is not None else model(inputs)
-        loss = F.cross_entropy(logits, y)
+        loss = loss_fn(logits, y)
     if before_backward is not None:
         before_backward(loss)
     optimizer.zero_grad(set_to_none=True)

@@ -11,7 +11,7 @@ statistics (:func:`batch_statistics`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +19,7 @@ from torch import nn
 
 from ..compute.runtime import Runtime
 from ..data.protocol import Dataset
+from ..space.population import Population, member_chunks
 from .supernet import Supernet
 
 
@@ -35,6 +36,21 @@ def accuracy(model, batches, arch: Sequence[int] | None = None, runtime: Runtime
         correct = (logits.argmax(dim=1) == y).sum() + correct.to(y.device)
         total += y.numel()
     return int(correct) / max(total, 1)
+
+
+@torch.no_grad()
+def member_accuracies(population, batches, runtime: Runtime | None = None, limit: int | None = None) -> list[float]:
+    """Top-1 accuracy of every member of ``population`` (logits (B, N, K)) over ``batches`` (the first ``limit``
+    images when set); counts summed on the device and read once."""
+    runtime = runtime or Runtime(torch.device("cpu"))
+    correct, total = None, 0
+    for x, y in _limit(batches, limit):
+        with runtime.autocast():
+            logits = population(runtime.input(x))
+        hits = (logits.argmax(dim=-1) == y[:, None]).sum(0)
+        correct = hits if correct is None else correct + hits
+        total += y.numel()
+    return [] if correct is None else (correct.double() / max(total, 1)).tolist()
 
 
 def calibration_batches(data, images: int, batch_size: int, device, runtime: Runtime | None = None
@@ -64,6 +80,23 @@ def evaluate_arch(
     result = accuracy(supernet, batches, arch, runtime, limit=images)
     supernet.train(was_training)
     return result
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Recompute the running statistics of every BatchNorm of ``model`` as exact averages over ``batches`` (what
+    :meth:`sharing_lab.search.supernet.Supernet.recalibrate_bn` does for one architecture's BatchNorms)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(bn.momentum, bn.training) for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for batch in batches:
+        model(batch)
+    for bn, (momentum, training) in zip(norms, saved):
+        bn.momentum = momentum
+        bn.train(training)
 
 
 def _limit(batches: Iterator, images: int | None) -> Iterator:
@@ -111,6 +144,31 @@ class ArchScorer:
     batch_size: int
     images: int | None
     bn_evaluation: str
+
+    max_bytes: float = 2**30  # activations a population of architectures may hold (``many``)
+
+    def many(self, archs: Sequence[Sequence[int]], split: str = "val") -> list[float]:
+        """The accuracies of ``archs``, each as :meth:`__call__` scores it, computed as populations of their plain
+        networks (:mod:`sharing_lab.space.population`, as many as ``max_bytes`` of activations allows): one
+        recalibration pass and one pass over the split for many architectures. Equal to scoring them one at a
+        time up to float rounding; the supernet's own BatchNorm statistics are left as they are."""
+        layout, device = self.supernet.layout, self.runtime.device
+        members = [layout.widths_of(arch) for arch in archs]
+        scores: list[float] = []
+        for chunk in member_chunks(layout, members, self.batch_size, self.max_bytes, training=False):
+            states = [self.supernet.plain_state(arch) for arch in archs[chunk]]
+            population = Population(layout, members[chunk]).load_members(states).to(device)
+            batches = self.data.batches(split, self.batch_size, shuffle=False, drop_last=False, device=device,
+                                        augment=False)
+            if self.bn_evaluation == "batch":
+                with batch_statistics(population):
+                    scores.extend(member_accuracies(population, batches, self.runtime, self.images))
+                continue
+            with self.runtime.autocast():
+                recalibrate_bn(population, self.calibration)
+            population.eval()
+            scores.extend(member_accuracies(population, batches, self.runtime, self.images))
+        return scores
 
     def __call__(self, arch: Sequence[int], split: str = "val") -> float:
         device = self.runtime.device

@@ -28,7 +28,11 @@ def arch_row(view: SearchView, arch: Sequence[int], source: str, acc: float, log
 
 def evaluate(view: SearchView) -> None:
     """Score ``eval_archs`` sampled architectures and the widest, and the whole space when it is due."""
-    scored = _score_space(view) if _space_due(view) else {}
+    scored = {}
+    if _space_due(view):
+        view.clock.lap("evaluation")
+        scored = _score_space(view)
+        view.clock.lap("whole-space scoring")
     _score_samples(view, scored)
 
 
@@ -42,14 +46,10 @@ def _space_due(view: SearchView) -> bool:
 
 def _score_space(view: SearchView) -> dict[tuple[int, ...], float]:
     """Whole-space scores: the ``space`` rows and the ``gt_*`` scalars; returns the accuracies by arch."""
-    accuracies = {}
-
-    def accuracy_of(arch: tuple[int, ...]) -> float:
-        accuracies[arch] = view.score(arch)
-        return accuracies[arch]
-
+    archs = list(view.space.enumerate())
+    accuracies = dict(zip(archs, view.score.many(archs)))
     log_probs = exact_log_probs(view.controller, view.flops_left)
-    rows, scalars = score_space(view.space, view.truth, log_probs, accuracy_of)
+    rows, scalars = score_space(view.space, view.truth, log_probs, accuracies.__getitem__)
     view.recorder.rows("space", rows)
     view.recorder.scalars(scalars)
     return accuracies
@@ -57,20 +57,18 @@ def _score_space(view: SearchView) -> dict[tuple[int, ...], float]:
 
 def _score_samples(view: SearchView, scored: dict[tuple[int, ...], float]) -> None:
     settings = view.settings
-
-    def accuracy(arch: tuple[int, ...]) -> float:  # an architecture scored whole-space is not scored again
-        return scored[arch] if arch in scored else view.score(arch)
-
-    rows, accs = [], []
+    archs = []
     for _ in range(settings.eval_archs):
         if view.searching:
-            arch = view.controller.sample(view.flops_left, view.eval_generator, arch_only=True).arch
+            archs.append(view.controller.sample(view.flops_left, view.eval_generator, arch_only=True).arch)
         else:
-            arch = view.space.sample_uniform(view.eval_generator)
-        acc = accuracy(arch)
-        accs.append(acc)
-        rows.append(arch_row(view, arch, "sample", acc))
-    widest = accuracy(view.space.largest())
+            archs.append(view.space.sample_uniform(view.eval_generator))
+    widest = view.space.largest()
+    todo = list(dict.fromkeys(arch for arch in [*archs, widest] if arch not in scored))  # each scored once
+    scored = {**scored, **dict(zip(todo, view.score.many(todo)))}
+    accs = [scored[arch] for arch in archs]
+    rows = [arch_row(view, arch, "sample", acc) for arch, acc in zip(archs, accs)]
+    widest = scored[widest]
     view.recorder.rows("archs", rows, step=False)
     view.recorder.scalars({"val_acc_mean": sum(accs) / len(accs), "val_acc_max": max(accs),
                            "val_acc_widest": widest})

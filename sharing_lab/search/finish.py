@@ -18,8 +18,10 @@ def finish(view: SearchView, facts: RunFacts) -> dict:
     """Beam search for the top-N, score them, export the chosen one, write ``summary.json``; returns the summary."""
     settings, truth = view.settings, view.truth
     top = beam_search(view.controller, settings.beam_top, view.flops_left)
-    rows = [arch_row(view, arch, "beam", view.score(arch), log_prob=log_prob, rank=rank,
-                     test_acc=view.score(arch, "test")) for rank, (arch, log_prob) in enumerate(top)]
+    archs = [arch for arch, _ in top]
+    val, test = view.score.many(archs), view.score.many(archs, "test")
+    rows = [arch_row(view, arch, "beam", val[rank], log_prob=log_prob, rank=rank, test_acc=test[rank])
+            for rank, (arch, log_prob) in enumerate(top)]
     if truth is not None:
         for row in rows:
             row.update(gt_rank=truth.rank(row["widths"]), gt_acc=truth.accuracy(row["widths"]),
@@ -41,6 +43,8 @@ def finish(view: SearchView, facts: RunFacts) -> dict:
         "processes": facts.processes, **facts.runtime,
     }
     summary["budget"] = budget_summary(view, facts.config)
+    view.clock.lap("finish")
+    summary["timings"] = view.clock.breakdown()
     if truth is not None:
         summary["groundtruth"] = {"space": truth.space.name, "rank": chosen["gt_rank"], "acc": chosen["gt_acc"],
                                   "regret_points": chosen["gt_regret"], "architectures": len(truth.table),

@@ -38,7 +38,7 @@ def train_epoch(search: Search) -> EpochTotals:
     """One pass over the training split: a weight step per batch on this step's architecture and, in the search
     phase, a controller step and the transforms' move; probes at their cadence; the divergence guard around it.
     Returns the epoch's totals."""
-    cfg, state, guard = search.config, search.state, search.guard
+    cfg, state, guard, clock = search.config, search.state, search.guard, search.clock
     searching = search.in_search_phase()
     totals = EpochTotals()
     sums = torch.zeros(2, dtype=torch.float64, device=search.device)  # loss × images, correct: read at the end
@@ -47,11 +47,13 @@ def train_epoch(search: Search) -> EpochTotals:
     guard.start_epoch()
     state.model.train()  # evaluation switches to eval mode between epochs only
     for x, y in _one_ahead(batches):
+        clock.lap("data")
         try:
             arch, reward_arch, sample = decide(search, searching)
         except RuntimeError:  # torch.multinomial refuses NaN probabilities
             guard.check_controller()
             raise
+        clock.lap("controller")
         loss, logits = train_step(state.model, state.optimizer, x, y, search.runtime, arch, guard.check_loss)
         guard.after_step(loss)
         state.scheduler.step()
@@ -60,24 +62,30 @@ def train_epoch(search: Search) -> EpochTotals:
         totals.seen += y.numel()
         totals.macs += search.space.macs(arch)
         totals.steps += 1
+        clock.lap("weight step")
         if searching:
             correct = reward_forward(search, reward_arch)
+            clock.lap("reward forward")
             if search.mover is not None and state.step % cfg.sharing.transition_every == 0:  # before the reward is read
                 position = phase_position(state.step + 1, cfg.search.warmup_epochs, cfg.search.epochs,
                                           state.steps_per_epoch)
                 totals.add_move(search.mover.step(position))
+                clock.lap("transition")
             value, entropy = controller_step(search, reward_arch, sample, correct)
             totals.reward += value
             totals.entropy += entropy
+            clock.lap("controller")
         state.step += 1
         if search.group.is_main:
             for probe in state.probes:
                 if probe.due(state.step):
                     probe.run(search.probe_view())
+                    clock.lap("probes")
     sums = search.group.sum(sums).cpu()
     totals.seen *= search.group.world_size
     totals.loss, totals.correct = float(sums[0]), int(sums[1])
     guard.end_epoch(totals.loss)
+    clock.lap("weight step")
     return totals
 
 
@@ -141,15 +149,18 @@ def controller_step(search: Search, arch: tuple[int, ...], sample,
 def run(search: Search, stop_requested: Callable[[], bool] = lambda: False) -> dict:
     """Run (or resume) the search to the end, then beam search and export; returns the summary (every rank)."""
     resume(search)
-    cfg, state, group = search.config.search, search.state, search.group
+    cfg, state, group, clock = search.config.search, search.state, search.group, search.clock
+    clock.lap("checkpoints")
     epochs = tqdm(range(state.epoch, cfg.epochs), initial=state.epoch, total=cfg.epochs, desc="search",
                   unit="epoch", disable=not search.progress)
     for _ in epochs:
         totals = train_epoch(search)
         if group.is_main:
             record_epoch(search.view(), totals, state.optimizer.param_groups[0]["lr"], state.reinforce.baseline)
+            clock.lap("records")
             for probe in state.probes:
                 probe.end_of_epoch(search.probe_view())
+            clock.lap("probes")
         last = state.epoch + 1 == cfg.epochs
         evaluating = search.evaluating()
         if evaluating:
@@ -157,9 +168,11 @@ def run(search: Search, stop_requested: Callable[[], bool] = lambda: False) -> d
             if group.is_main:
                 evaluate(search.view())
             group.barrier()
+            clock.lap("evaluation")
         state.epoch += 1
         if evaluating:
             checkpoint(search)
+            clock.lap("checkpoints")
         if group.any(stop_requested()) and not last:
             checkpoint(search)
             raise KeyboardInterrupt

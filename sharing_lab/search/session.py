@@ -9,7 +9,7 @@ finish, a :class:`~sharing_lab.search.probes.base.ProbeView` for the probes.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from ..runs.records import NullWriter, RecordWriter
 from ..space.search_space import SearchSpace, build_space
 from ..truth.scoring import Truth, load_truth
 from .accuracy import ArchScorer, calibration_batches
+from .clock import PhaseClock
 from .guard import DivergenceGuard
 from .probes.base import Probe, ProbeView
 from .state import SearchState, build_state
@@ -47,6 +48,7 @@ class Search:
     progress: bool = False
     truth: Truth | None = None  # the space's ground truth, when it has one (sharing_lab.truth)
     mover: Mover | None = None  # how the transforms move (None: the scheme keeps them fixed)
+    clock: PhaseClock = field(default_factory=PhaseClock)  # where the time goes
 
     @property
     def space(self) -> SearchSpace:
@@ -81,7 +83,7 @@ class Search:
         state = self.state
         return SearchView(self.config.search, self.space, state.supernet, state.controller, self.score, self.truth,
                           self.mover, state.generators["eval"], state.generators["record"],
-                          Recorder(self.writer, state.step, state.epoch), state.steps_per_epoch, self.log)
+                          Recorder(self.writer, state.step, state.epoch), state.steps_per_epoch, self.log, self.clock)
 
     def facts(self) -> RunFacts:
         """What the summary states of the run beyond the search itself."""
@@ -105,6 +107,7 @@ def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] 
     records and checkpoints.
     """
     check(config)
+    clock = PhaseClock()
     if not group.is_main:
         log, progress = (lambda message: None), False
     device = group.device if group.active else resolve_device(config.device)
@@ -124,5 +127,7 @@ def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] 
     transition = transition_of(config.sharing, space.scheme)
     mover = Mover(state.supernet, transition) if transition is not None else None
     guard = DivergenceGuard(state, run_dir, group, device, data.num_classes, config.search.lr, log)
-    return Search(config, run_dir, data, state, writer, runtime, group, guard, score, log, progress,
-                  load_truth(config, space), mover)
+    search = Search(config, run_dir, data, state, writer, runtime, group, guard, score, log, progress,
+                    load_truth(config, space), mover, clock)
+    clock.lap("start")
+    return search

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..aps.layers import APSConv2d, APSLinear, KernelGroup, TransformSet, transition_plan
+from ..aps.layers import APSConv2d, APSLinear, KernelGroup, TransformSet, candidate_kernel, transition_plan
 from ..aps.sharing import FusedTransition, SideBank, phi, side_level
 from ..errors import InputError
 from ..space.layout import Block, Channels, ConvSpec
@@ -265,6 +265,43 @@ class Supernet(nn.Module):
         for module in self._movable:
             transition_plan(module)  # releases the slice offsets of the sides that move
         return self._fused.track(targets, max_move)
+
+    @torch.no_grad()
+    def plain_state(self, arch: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Architecture ``arch`` as the state dict of its plain network (:class:`sharing_lab.space.plain.PlainNet`
+        at its widths, which computes the same function): the candidate kernels of Eq. 2, each used candidate's
+        BatchNorm (an identity affine where the supernet's BatchNorms have none) and the classifier."""
+        uses = self.space.layer_uses(tuple(int(a) for a in arch))
+        kernels = self._kernels(uses)
+        state: dict[str, torch.Tensor] = {}
+        for prefix, module, use, kernel in zip(self._plain_prefixes(), self._layers, uses, kernels):
+            if use is None:
+                continue
+            i, o = use
+            if isinstance(module, APSLinear):
+                state["classifier.weight"] = kernel if kernel is not None else candidate_kernel(
+                    module.weight, module.out_side, 0, module.in_side, i)
+                state["classifier.bias"] = module.bias
+                continue
+            bn = module.bns[o]
+            state[f"{prefix}0.weight"] = kernel if kernel is not None else module.kernel(i, o)
+            state[f"{prefix}1.weight"] = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
+            state[f"{prefix}1.bias"] = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                state[f"{prefix}1.{name}"] = getattr(bn, name)
+        return state
+
+    def _plain_prefixes(self) -> list[str]:
+        """The state-dict prefix each APS layer has in a plain network, in :meth:`aps_layers` order."""
+        layout = self.layout
+        prefixes = ["stem.0."]
+        for b, block in enumerate(layout.blocks):
+            prefixes.extend(f"blocks.{b}.body.{c}." for c in range(len(block.convs)))
+            if block.projection_possible():
+                prefixes.append(f"blocks.{b}.shortcut.")
+        if layout.head is not None:
+            prefixes.append("head.")
+        return [*prefixes, "classifier."]
 
     def batchnorms(self, arch: Sequence[int]) -> list[nn.BatchNorm2d]:
         """The BatchNorm modules that architecture ``arch`` uses."""

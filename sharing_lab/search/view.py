@@ -16,6 +16,7 @@ from ..runs.records import RecordWriter
 from ..space.search_space import SearchSpace
 from ..truth.scoring import Truth
 from .accuracy import ArchScorer
+from .clock import PhaseClock
 from .controller import Controller
 from .supernet import Supernet
 
@@ -57,6 +58,7 @@ class SearchView:
     recorder: Recorder
     steps_per_epoch: int
     log: Callable[[str], None]
+    clock: PhaseClock
 
     @property
     def searching(self) -> bool:

@@ -83,17 +83,27 @@ def table_path(name: str) -> Path:
     return Path(str(resources.files("sharing_lab.truth") / "tables" / f"{name}.parquet"))
 
 
-def recipe(space: TruthSpace) -> dict:
-    """The training recipe a table of ``space`` is built with (its metadata's ``recipe``)."""
+def recipe(space: TruthSpace, population: bool = True) -> dict:
+    """The training recipe a table of ``space`` is built with (its metadata's ``recipe``): the retraining
+    settings, the runtime settings that change what training computes, and how the networks were trained
+    (``training``: the architectures of a seed as one population, on the same batches, or one at a time; a table
+    of format 1 without the key was built one at a time)."""
     config = space.config()
     runtime = asdict(config.runtime)
-    return {"retrain": asdict(config.retrain), "runtime": {name: runtime[name] for name in RUNTIME_RECIPE}}
+    return {"retrain": asdict(config.retrain), "runtime": {name: runtime[name] for name in RUNTIME_RECIPE},
+            "training": "population per seed" if population else "one at a time"}
 
 
-def metadata(space: TruthSpace, wall_s: float) -> dict:
+def recipe_of(meta: dict) -> dict | None:
+    """The recipe a table's metadata states (a table of format 1 without ``training`` was built one at a time)."""
+    found = meta.get("recipe")
+    return {"training": "one at a time", **found} if isinstance(found, dict) else found
+
+
+def metadata(space: TruthSpace, wall_s: float, population: bool = True) -> dict:
     """The metadata a table of ``space`` carries: format, space, definition, seeds, recipe, wall time."""
     return {"format": FORMAT, "space": space.name, "description": space.description, "key": space.key(),
-            "seeds": list(space.seeds), "recipe": recipe(space), "wall_s": wall_s}
+            "seeds": list(space.seeds), "recipe": recipe(space, population), "wall_s": wall_s}
 
 
 def read_table_file(path: str | Path, space: TruthSpace | None = None) -> tuple[pd.DataFrame, dict]:
