@@ -115,6 +115,10 @@ class RuntimeConfig:
     memory_format: str = "auto"  # auto (channels_last on CUDA), contiguous, channels_last
     compile: bool = False  # torch.compile the retrained plain network (the supernet's shapes change every step)
     max_supernet_gb: float = 8.0  # refuse a search whose supernet is predicted to need more (sharing_lab.search.launch)
+    # torch threads of the training loop; None: one on a CPU when a step is small (the embedded scale, where the
+    # cost is per operator and other threads only wait), else every core. Populations of architectures (the
+    # evaluations) use every core either way.
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -291,7 +295,7 @@ _AT_LEAST = {
     "probes.every_epochs": 1,
     "probes.align_archs": 2, "probes.probe_batch": 1, "retrain.epochs": 1, "retrain.batch_size": 1,
     "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0,
-    "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0,
+    "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0, "runtime.threads": 1,
 }
 _CHOICES = {"search.lr_schedule": ("cosine", "step"),
             "search.bn_evaluation": ("recalibrated", "batch"),

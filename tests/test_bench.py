@@ -52,7 +52,8 @@ def test_bench_ops_json_prints_the_counts_of_every_piece():
     """``bench --ops --json`` (issue 14): the operator counts per step, paper preset; the numbers themselves are
     pinned in tests/test_opcount.py."""
     report = json.loads(_bench_ops("--json"))
-    assert set(report["ops"]) == {"train_step", "forward", "transition", "controller", "plain_train_step"}
+    assert set(report["ops"]) == {"train_step", "forward", "transition", "controller", "plain_train_step",
+                                  "warmup_step", "search_step"}
     for counts in report["ops"].values():
         assert set(counts) == {"dispatched", "launching"} and 0 < counts["launching"] <= counts["dispatched"]
     assert (report["model"], report["batch"], report["widths"]) == ("resnet20", 2, [16, 32, 64, 96])
@@ -62,3 +63,28 @@ def test_bench_ops_prints_a_table():
     text = _bench_ops()
     assert "dispatched" in text and "launching" in text
     assert "supernet train step" in text and "controller, per search step" in text
+
+
+def test_bench_ops_counts_the_real_loop_above_its_pieces():
+    """The loop does more than its pieces (decisions, the guard, the reward, the transition, the controller):
+    a search step counts more operators than a warm-up step, and both more than the weight step alone."""
+    ops = json.loads(_bench_ops("--json"))["ops"]
+    assert ops["search_step"]["dispatched"] > ops["warmup_step"]["dispatched"] > ops["train_step"]["dispatched"]
+
+
+def test_bench_phases_times_a_whole_search_phase_by_phase():
+    from test_search_cli import TINY
+
+    out = io.StringIO()
+    sets = [part for text in [*TINY, "search.epochs=2", "search.warmup_epochs=1", "search.eval_every=1"]
+            for part in ("--set", text)]
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--phases", *sets, "--json"])
+    assert exit_info.value.code == 0
+    report = json.loads(out.getvalue())
+    phases = report["phases"]
+    assert {"start", "weight step", "controller", "reward forward", "evaluation", "checkpoints", "finish",
+            "summary figure"} <= set(phases)
+    assert sum(p["s"] for p in phases.values()) == pytest.approx(report["total_s"])
+    assert sum(p["share"] for p in phases.values()) == pytest.approx(1.0, abs=1e-3)
+    assert phases["weight step"]["laps"] >= report["steps"] and report["threads"] == 1

@@ -197,3 +197,56 @@ def test_load_members_refuses_networks_of_other_widths():
         Population(layout, members).load_members([PlainNet(layout, (4, 4, 4)).state_dict()] * 3)
     with pytest.raises(ValueError, match="2 networks for a population of 3"):
         Population(layout, members).load_members([PlainNet(layout, w).state_dict() for w in members[:2]])
+
+
+# --- architectures of one supernet: shared weights, each prefix computed once -----------------------------------
+def _search(tmp_path, *overrides):
+    from test_search_cli import TINY
+
+    from sharing_lab.config import resolve
+    from sharing_lab.search.loop import train_epoch
+    from sharing_lab.search.session import open_search
+
+    config = resolve(None, [*TINY, "model.widths=[1,2,3]", "search.epochs=2", "search.warmup_epochs=1",
+                            "sharing.scheme=transitionary", *overrides])
+    run = tmp_path / "run"
+    run.mkdir()
+    search = open_search(config, run, log=lambda message: None)
+    train_epoch(search)  # weights and transforms away from their start
+    search.state.epoch += 1
+    train_epoch(search)
+    return search
+
+
+def test_a_shared_population_computes_each_architecture_of_a_supernet(tmp_path):
+    from sharing_lab.space.shared_population import SharedPopulation
+
+    search = _search(tmp_path)
+    space, supernet = search.space, search.supernet
+    archs = list(space.enumerate())
+    members = [space.widths_of(arch) for arch in archs]
+    population = SharedPopulation(space.layout, members).load_members(supernet.plain_states(archs))
+    assert [len(r) for r in population.representatives] == [3] * 4 + [9] * 3 + [27] * 3  # stem, stage 1; 2; 3
+    x, _ = _data(space.layout, batch=32)
+    population.train()
+    supernet.train()
+    out = population(x)
+    for n, arch in enumerate(archs):  # batch statistics in both: the same function of the same weights
+        torch.testing.assert_close(out[:, n], supernet(x, arch), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("bn", ["recalibrated", "batch"])
+def test_scoring_many_architectures_at_once_equals_one_at_a_time(tmp_path, bn):
+    search = _search(tmp_path, f"search.bn_evaluation={bn}")
+    archs = list(search.space.enumerate())
+    def tensors():
+        return {key: value.clone() for key, value in search.supernet.state_dict().items()
+                if isinstance(value, torch.Tensor)}
+
+    before = tensors()
+    together = search.score.many(archs)
+    assert all(torch.equal(value, before[key]) for key, value in tensors().items())  # the supernet is untouched
+    alone = [search.score(arch) for arch in archs]
+    images = search.data.split_size("val")
+    assert max(abs(a - b) for a, b in zip(together, alone)) <= 1 / images  # a near tie may flip, no more
+    assert search.score.many(archs[:5], "test") == search.score.many(archs, "test")[:5]

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from sharing_lab.compute.runtime import resolve_device, resolve_runtime
+from sharing_lab.compute.runtime import resolve_device, resolve_runtime, run_settings
 from sharing_lab.config import Config, apply_overrides
 from sharing_lab.data import load_data
 from sharing_lab.data.bundle import random_crop_flip
@@ -35,13 +35,26 @@ def test_auto_runtime_is_fp32_contiguous_on_cpu_and_explicit_settings_win():
         assert resolve_runtime("cuda", image_size=224).bf16 and not resolve_runtime("cuda", image_size=32).bf16
     auto = resolve_runtime("cpu")
     assert (auto.bf16, auto.channels_last) == (False, False)
-    assert auto.describe() == {"device": "cpu", "precision": "fp32", "memory_format": "contiguous"}
+    assert auto.describe() == {"device": "cpu", "precision": "fp32", "memory_format": "contiguous",
+                               "threads": torch.get_num_threads()}
     explicit = resolve_runtime("cpu", "bf16", "channels_last")
     assert (explicit.bf16, explicit.channels_last) == (True, True)
     x = explicit.input(torch.randn(2, 3, 4, 4))
     assert x.is_contiguous(memory_format=torch.channels_last)
     with explicit.autocast():
         assert (torch.randn(2, 3) @ torch.randn(3, 2)).dtype == torch.bfloat16
+
+
+def test_a_small_step_runs_on_one_thread_a_large_one_on_torchs_own_and_a_setting_wins():
+    cpu = resolve_runtime("cpu")
+    assert cpu.with_threads(None, 2.4e6).threads == 1  # the embedded default's step
+    assert cpu.with_threads(None, 2e10).threads == torch.get_num_threads()  # CIFAR scale
+    assert cpu.with_threads(3, 2.4e6).threads == 3
+    assert cpu.with_threads(None, 2.4e6).wide_threads == max(1, torch.get_num_threads())
+    saved = torch.get_num_threads()
+    with run_settings(cpu.with_threads(1, 0)):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == saved  # the entry point's setting is given back
 
 
 @pytest.mark.parametrize("key, value", [("runtime.precision", "fp16"), ("runtime.memory_format", "nhwc")])

@@ -10,16 +10,17 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from ..aps.schemes.base import get_scheme
-from ..compute.runtime import Runtime, resolve_runtime
+from ..compute.runtime import Runtime, resolve_runtime, run_settings
 from ..compute.training import train_step
-from ..config import resolve
+from ..config import Config, resolve
 from ..search.accuracy import batch_statistics
 from ..search.controller import Controller, Reinforce, reward
-from ..search.loop import train_epoch
+from ..search.loop import run, train_epoch
 from ..search.session import open_search
 from ..search.supernet import Supernet
 from ..space.layout import build_layout
@@ -217,3 +218,41 @@ def ops_report(model: str = "resnet20", batch: int = 32, widths=(16, 32, 64, 96)
     return {"ops": ops, "model": model, "batch": batch, "image_size": layout.image_size, "widths": list(widths),
             "granularity": granularity, "scheme": scheme, "decisions": space.num_decisions, "archs": archs,
             "seed": seed, "device": "cpu", "torch": torch.__version__}
+
+
+def phases(config: Config, run_dir: Path, sync: bool = True) -> dict:
+    """Where a search's time goes: the search of ``config`` run to its end in ``run_dir`` (one process, its
+    thread policy), its wall seconds per phase (:class:`sharing_lab.search.clock.PhaseClock`, synchronising a GPU
+    at every lap when ``sync``) and the summary figure's; ``total_s`` their sum (the process's start and imports
+    not included)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    search = open_search(config, run_dir, log=lambda message: None)
+    search.clock.sync, search.clock.device = sync and search.device.type == "cuda", search.device
+    with run_settings(search.runtime):
+        run(search)
+    breakdown = search.clock.breakdown()
+    started = time.perf_counter()
+    from ..plots.summary import write_or_log  # matplotlib and seaborn: 0.7 s to import, paid by runs that draw
+
+    write_or_log(run_dir, lambda message: None)
+    breakdown["summary figure"] = {"s": round(time.perf_counter() - started, 4), "laps": 1}
+    total = sum(phase["s"] for phase in breakdown.values())
+    for phase in breakdown.values():
+        phase["share"] = round(phase["s"] / total, 4)
+    return {"phases": breakdown, "total_s": total, "threads": search.runtime.threads,
+            "steps": search.state.step, "epochs": config.search.epochs, "device": str(search.device)}
+
+
+def loop_ops(config: Config, run_dir: Path) -> dict:
+    """Aten operators per step of the real training loop (:func:`sharing_lab.search.loop.train_epoch`: data,
+    decisions, weight step, divergence guard, reward, transition, controller, probes at their cadence), for a
+    warm-up epoch and a search epoch, each counted on the second epoch of its kind (first calls fill caches)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    search = open_search(config, run_dir, log=lambda message: None)
+    steps, counts = search.state.steps_per_epoch, {}
+    for name, epoch in (("warmup_step", 0), ("search_step", config.search.warmup_epochs)):
+        search.state.epoch = epoch
+        train_epoch(search)
+        counter = count_ops(lambda: train_epoch(search))
+        counts[name] = {"dispatched": round(counter.dispatched / steps), "launching": round(counter.launching / steps)}
+    return counts

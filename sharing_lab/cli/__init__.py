@@ -9,6 +9,7 @@ import click
 
 from ..errors import InputError, describe_os_error, describe_out_of_memory, is_out_of_memory
 from ..plugins import load_entry_points, load_plugin
+from .bench import COMMANDS as BENCH_COMMANDS
 from .budget import COMMANDS as BUDGET_COMMANDS
 from .console import fail
 from .run import COMMANDS as RUN_COMMANDS
@@ -27,7 +28,7 @@ def cli(plugins) -> None:
         load_plugin(plugin)
 
 
-for _command in (*RUN_COMMANDS, *TOOL_COMMANDS, *SWEEP_COMMANDS, *BUDGET_COMMANDS):
+for _command in (*RUN_COMMANDS, *TOOL_COMMANDS, *SWEEP_COMMANDS, *BUDGET_COMMANDS, *BENCH_COMMANDS):
     cli.add_command(_command)
 
 

@@ -1,19 +1,16 @@
-"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, recipe, bench); the run
-commands are in :mod:`sharing_lab.cli`, which adds these to its group."""
+"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, claims, recipe); the run
+commands are in :mod:`sharing_lab.cli.run`, the benchmarks in :mod:`sharing_lab.cli.bench`."""
 
 from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import click
 
-from ..analysis.bench import ops_report, probe_overhead, run_benchmarks
 from ..analysis.truth_build import build
 from ..aps.theorem import run_checks
-from ..compute.runtime import resolve_device
 from ..errors import InputError
 from ..jobs.executors import SUBMITTED
 from ..jobs.executors import executor_config as make_settings
@@ -270,63 +267,4 @@ def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, t
     click.echo(f"plot them: sharing-lab plot all {out} --out figures")
 
 
-@click.command()
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--repeats", type=click.IntRange(min=3), default=20, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
-@click.option("--memory-format", type=click.Choice(["auto", "contiguous", "channels_last"]), default="auto",
-              show_default=True, help="auto: channels_last on CUDA.")
-@click.option("--ops", is_flag=True, help="Count the aten operators per step instead of timing (CPU, "
-              "deterministic; paper preset, batch 32 unless --batch is given).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@click.pass_context
-def bench(ctx, device, repeats, batch, precision, memory_format, ops, as_json) -> None:
-    """Measure the APS step against a plain network, the Φ update, probe overhead and throughput; with --ops,
-    count the operators of the search's pieces per step instead."""
-    if ops:
-        given = ctx.get_parameter_source("batch") is not click.core.ParameterSource.DEFAULT
-        _bench_ops(batch if given else 32, as_json)
-        return
-    resolved = resolve_device(device)
-    with tempfile.TemporaryDirectory() as scratch:
-        probes = probe_overhead(resolved, Path(scratch))
-    report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"], precision, memory_format)
-    report["probe_detail"] = probes
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads, "
-               f"{report['precision']}, {report['memory_format']}), ResNet-20 32x32 batch {batch}, random "
-               "architectures")
-    click.echo(f"APS step (slicing, ordinal)    {report['aps_step_ms']:8.1f} ms   plain "
-               f"{report['plain_step_ms']:.1f} ms   ratio {report['step_ratio']:.3f}")
-    click.echo(f"APS step (einsum, transitionary){report['aps_step_einsum_ms']:7.1f} ms   ratio "
-               f"{report['step_ratio_einsum']:.3f}")
-    click.echo(f"Phi update (Eq. 5, all layers) {report['phi_update_ms']:8.2f} ms")
-    click.echo(f"controller step (19 decisions) {report['controller_step_ms']:8.2f} ms")
-    click.echo(f"images/s (APS step)            {report['images_per_s']:8.0f}")
-    click.echo(f"probe overhead (default search) {report['probe_overhead']:7.1%}")
-    click.echo(f"projected paper ResNet-20 search (600 epochs): {report['projected_paper_resnet20_search_h']:.1f} h")
-
-
-def _bench_ops(batch: int, as_json: bool) -> None:
-    """``bench --ops``: the operator counts of :func:`sharing_lab.analysis.bench.ops_report`, as JSON or a table."""
-    report = ops_report(batch=batch)
-    if as_json:
-        click.echo(json.dumps(report))
-        return
-    click.echo(f"aten operators per step (CPU, torch {report['torch']}): {report['model']}, widths "
-               f"{','.join(map(str, report['widths']))}, {report['granularity']} granularity, {report['scheme']}, "
-               f"batch {report['batch']}, mean over {report['archs']} random architectures")
-    labels = {"train_step": "supernet train step", "forward": "supernet no-grad forward (reward)",
-              "transition": "Eq. 5 over all layers", "controller": "controller, per search step",
-              "plain_train_step": "plain network train step, same widths"}
-    click.echo(f"{'':<40}{'dispatched':>12}{'launching':>12}")
-    for name, label in labels.items():
-        counts = report["ops"][name]
-        click.echo(f"{label:<40}{counts['dispatched']:>12}{counts['launching']:>12}")
-
-
-COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, claims, recipe, bench)
+COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, claims, recipe)

@@ -11,6 +11,7 @@ float32; bf16 needs no loss scaling (float32's exponent range).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,13 +40,22 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+# Below this many multiply-accumulates per training step (the widest architecture's MACs × the batch) a CPU
+# search runs on one thread: at the embedded scale (2.4e6) a second thread gains nothing with OpenMP spinning and
+# costs 2.6× with passive waiting; at 3.8e7 it gained 10%, at CIFAR scale (2e10) 1.4× (measured, 2 cores).
+SMALL_STEP_MACS = 1e8
+
+
 @dataclass(frozen=True)
 class Runtime:
-    """A resolved device with its precision and memory format."""
+    """A resolved device with its precision and memory format, and torch's thread counts for a run's training
+    loop (``threads``) and for its populations of architectures (``wide_threads``); None leaves torch's own."""
 
     device: torch.device
     bf16: bool = False
     channels_last: bool = False
+    threads: int | None = None
+    wide_threads: int | None = None
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Context for supernet/plain-network forward passes: bf16 autocast when enabled, else nothing."""
@@ -66,7 +76,18 @@ class Runtime:
 
     def describe(self) -> dict:
         return {"device": str(self.device), "precision": "bf16" if self.bf16 else "fp32",
-                "memory_format": "channels_last" if self.channels_last else "contiguous"}
+                "memory_format": "channels_last" if self.channels_last else "contiguous",
+                "threads": self.threads if self.threads is not None else torch.get_num_threads()}
+
+    def with_threads(self, setting: int | None, step_macs: float) -> Runtime:
+        """This runtime with its thread counts for a training step of ``step_macs`` multiply-accumulates:
+        ``setting`` when given, else one thread for a small step on a CPU (:data:`SMALL_STEP_MACS`) and torch's
+        own count otherwise (every core, or what ``OMP_NUM_THREADS`` or a recipe's worker set); populations get
+        at least torch's own count."""
+        available = torch.get_num_threads()
+        if setting is None:
+            setting = 1 if self.device.type == "cpu" and step_macs < SMALL_STEP_MACS else available
+        return dataclasses.replace(self, threads=setting, wide_threads=max(setting, available))
 
 
 def resolve_runtime(device: str | torch.device, precision: str = "auto", memory_format: str = "auto",
@@ -86,12 +107,14 @@ def resolve_runtime(device: str | torch.device, precision: str = "auto", memory_
 
 @contextlib.contextmanager
 def run_settings(runtime: Runtime) -> Iterator[None]:
-    """The process-wide torch settings of a run on ``runtime`` for the ``with`` block, restored after it: on CUDA,
-    cuDNN's autotuner (a supernet has a few hundred (width, stride) shapes, each tuned once)."""
+    """The process-wide torch settings of a run on ``runtime`` for the ``with`` block, restored after it: the
+    training loop's thread count, and on CUDA cuDNN's autotuner (a supernet has a few hundred (width, stride)
+    shapes, each tuned once)."""
     saved = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = saved or runtime.device.type == "cuda"
     try:
-        yield
+        with torch_threads(runtime.threads):
+            yield
     finally:
         torch.backends.cudnn.benchmark = saved
 

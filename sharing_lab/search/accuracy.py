@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..compute.runtime import Runtime
+from ..compute.runtime import Runtime, torch_threads
 from ..data.protocol import Dataset
-from ..space.population import Population, member_chunks
+from ..space.population import member_chunks
+from ..space.shared_population import SharedPopulation
 from .supernet import Supernet
 
 
@@ -148,16 +149,22 @@ class ArchScorer:
     max_bytes: float = 2**30  # activations a population of architectures may hold (``many``)
 
     def many(self, archs: Sequence[Sequence[int]], split: str = "val") -> list[float]:
-        """The accuracies of ``archs``, each as :meth:`__call__` scores it, computed as populations of their plain
-        networks (:mod:`sharing_lab.space.population`, as many as ``max_bytes`` of activations allows): one
-        recalibration pass and one pass over the split for many architectures. Equal to scoring them one at a
-        time up to float rounding; the supernet's own BatchNorm statistics are left as they are."""
+        """The accuracies of ``archs``, each as :meth:`__call__` scores it, computed as one tree of populations of
+        their plain networks (:mod:`sharing_lab.space.shared_population`: what several architectures share runs
+        once; as many architectures at once as ``max_bytes`` of activations allows): one recalibration pass and
+        one pass over the split for many architectures. Equal to scoring them one at a time up to float rounding;
+        the supernet's own BatchNorm statistics are left as they are."""
+        with torch_threads(self.runtime.wide_threads):  # a population's operators are large: every core helps
+            return self._many(archs, split)
+
+    def _many(self, archs: Sequence[Sequence[int]], split: str) -> list[float]:
         layout, device = self.supernet.layout, self.runtime.device
         members = [layout.widths_of(arch) for arch in archs]
         scores: list[float] = []
         for chunk in member_chunks(layout, members, self.batch_size, self.max_bytes, training=False):
-            states = [self.supernet.plain_state(arch) for arch in archs[chunk]]
-            population = Population(layout, members[chunk]).load_members(states).to(device)
+            states = self.supernet.plain_states(archs[chunk])
+            recalibrating = self.bn_evaluation != "batch"
+            population = SharedPopulation(layout, members[chunk]).load_members(states, not recalibrating).to(device)
             batches = self.data.batches(split, self.batch_size, shuffle=False, drop_last=False, device=device,
                                         augment=False)
             if self.bn_evaluation == "batch":

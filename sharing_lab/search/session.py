@@ -117,6 +117,7 @@ def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] 
     data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size, data_cfg.workers)
     runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, data.image_size)
     space = build_space(config, data.num_classes, data.in_channels, data.image_size)
+    runtime = runtime.with_threads(config.runtime.threads, space.macs(space.largest()) * data_cfg.batch_size)
     state = build_state(config, space, data.num_batches("train", data_cfg.batch_size), runtime, group, probes)
     run_dir = Path(run_dir)
     writer = (RecordWriter if group.is_main else NullWriter)(run_dir, run_dir.name)

@@ -267,29 +267,38 @@ class Supernet(nn.Module):
         return self._fused.track(targets, max_move)
 
     @torch.no_grad()
-    def plain_state(self, arch: Sequence[int]) -> dict[str, torch.Tensor]:
-        """Architecture ``arch`` as the state dict of its plain network (:class:`sharing_lab.space.plain.PlainNet`
-        at its widths, which computes the same function): the candidate kernels of Eq. 2, each used candidate's
-        BatchNorm (an identity affine where the supernet's BatchNorms have none) and the classifier."""
-        uses = self.space.layer_uses(tuple(int(a) for a in arch))
-        kernels = self._kernels(uses)
-        state: dict[str, torch.Tensor] = {}
-        for prefix, module, use, kernel in zip(self._plain_prefixes(), self._layers, uses, kernels):
-            if use is None:
-                continue
-            i, o = use
-            if isinstance(module, APSLinear):
-                state["classifier.weight"] = kernel if kernel is not None else candidate_kernel(
-                    module.weight, module.out_side, 0, module.in_side, i)
-                state["classifier.bias"] = module.bias
-                continue
-            bn = module.bns[o]
-            state[f"{prefix}0.weight"] = kernel if kernel is not None else module.kernel(i, o)
-            state[f"{prefix}1.weight"] = bn.weight if bn.affine else torch.ones_like(bn.running_mean)
-            state[f"{prefix}1.bias"] = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
-            for name in ("running_mean", "running_var", "num_batches_tracked"):
-                state[f"{prefix}1.{name}"] = getattr(bn, name)
-        return state
+    def plain_states(self, archs: Sequence[Sequence[int]]) -> list[dict[str, torch.Tensor]]:
+        """Each architecture of ``archs`` as the state dict of its plain network
+        (:class:`sharing_lab.space.plain.PlainNet` at its widths, which computes the same function): the candidate
+        kernels of Eq. 2, each used candidate's BatchNorm (an identity affine where the supernet's BatchNorms
+        have none) and the classifier. A kernel that several architectures use is made once, and shared."""
+        self._intact()
+        made: dict[tuple[int, int, int], dict[str, torch.Tensor]] = {}
+        states = []
+        for arch in archs:
+            state: dict[str, torch.Tensor] = {}
+            uses = self.space.layer_uses(tuple(int(a) for a in arch))
+            for layer, (prefix, module, use) in enumerate(zip(self._plain_prefixes(), self._layers, uses)):
+                if use is not None:
+                    key = (layer, *use)
+                    if key not in made:
+                        made[key] = self._plain_entries(prefix, module, *use)
+                    state.update(made[key])
+            states.append(state)
+        return states
+
+    def _plain_entries(self, prefix: str, module: APSConv2d | APSLinear, i: int, o: int) -> dict[str, torch.Tensor]:
+        """The plain network's entries of one APS layer under input candidate ``i`` and output candidate ``o``."""
+        if isinstance(module, APSLinear):
+            return {"classifier.weight": candidate_kernel(module.weight, module.out_side, 0, module.in_side, i),
+                    "classifier.bias": module.bias}
+        bn = module.bns[o]
+        entries = {f"{prefix}0.weight": module.kernel(i, o),
+                   f"{prefix}1.weight": bn.weight if bn.affine else torch.ones_like(bn.running_mean),
+                   f"{prefix}1.bias": bn.bias if bn.affine else torch.zeros_like(bn.running_mean)}
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            entries[f"{prefix}1.{name}"] = getattr(bn, name)
+        return entries
 
     def _plain_prefixes(self) -> list[str]:
         """The state-dict prefix each APS layer has in a plain network, in :meth:`aps_layers` order."""

@@ -49,17 +49,18 @@ class PopulationConvBN(nn.Module):
         self.bn = nn.BatchNorm2d(self.count * self.outputs.pad)
         nn.init.zeros_(self.bn.weight)  # the padding's scale: zero, like every padded parameter
 
-    def load(self, n: int, state: Mapping[str, torch.Tensor], prefix: str) -> None:
-        """Member ``n``'s convolution and BatchNorm (parameters and buffers) from its plain network's state dict
-        (entries ``{prefix}0.weight`` and ``{prefix}1.*``) into its block."""
+    def load(self, n: int, state: Mapping[str, torch.Tensor], prefix: str, buffers: bool = True) -> None:
+        """Member ``n``'s convolution and BatchNorm (parameters and, with ``buffers``, running statistics) from its
+        plain network's state dict (entries ``{prefix}0.weight`` and ``{prefix}1.*``) into its block."""
         weight = state[f"{prefix}0.weight"]
         c_out, c_in = weight.shape[:2]
         rows = slice(n * self.outputs.pad, n * self.outputs.pad + c_out)
         with torch.no_grad():
             self.weight[rows, :c_in] = weight
-            for name in ("weight", "bias", "running_mean", "running_var"):
+            for name in ("weight", "bias", *(("running_mean", "running_var") if buffers else ())):
                 getattr(self.bn, name)[rows] = state[f"{prefix}1.{name}"]
-            self.bn.num_batches_tracked.copy_(state[f"{prefix}1.num_batches_tracked"])
+            if buffers:
+                self.bn.num_batches_tracked.copy_(state[f"{prefix}1.num_batches_tracked"])
 
     def member_state(self, n: int, prefix: str, grad: bool = False) -> dict[str, torch.Tensor]:
         """Member ``n``'s ``{conv}.weight`` and BatchNorm entries, named as in its plain network (``grad``: the
