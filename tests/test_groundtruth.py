@@ -135,9 +135,21 @@ def test_the_default_space_table_is_complete_and_meets_the_spread_requirement():
 
 def test_the_shipped_table_was_built_with_the_current_recipe_so_a_build_resumes_it():
     """Settings that do not change training (a memory guard, say) stay out of the recipe: the shipped table
-    must still be resumable, or ``groundtruth build`` would refuse to extend it."""
+    must still be resumable, or ``groundtruth build --one-at-a-time`` (how it was built, before populations)
+    would refuse to extend it; a population build of it is refused, naming the recipe."""
     _, meta = gt.read_table_file(gt.table_path(DEFAULT), gt.SPACES[DEFAULT])
-    assert meta["recipe"] == gt.recipe(gt.SPACES[DEFAULT])
+    assert gt.recipe_of(meta) == gt.recipe(gt.SPACES[DEFAULT], population=False)
+    assert gt.recipe_of(meta) != gt.recipe(gt.SPACES[DEFAULT])
+
+
+def test_a_population_build_records_it_and_refuses_to_resume_a_table_built_one_at_a_time(tiny_table, tmp_path):
+    _, meta = gt.read_table_file(tiny_table, TINY_SPACE)
+    assert meta["recipe"]["training"] == "population per seed"
+    single = tmp_path / "single.parquet"
+    truth_build.build(TINY_SPACE, single, progress=False, log=lambda _: None, limit=2, population=False)
+    assert gt.read_table_file(single)[1]["recipe"]["training"] == "one at a time"
+    with pytest.raises(InputError, match="another training recipe .it was built one at a time: add --one-at-a-time"):
+        truth_build.build(TINY_SPACE, single, progress=False, log=lambda _: None)
 
 
 SEARCH = ["model.name=resnet20", "model.granularity=stage", "model.widths=[2, 4]", "data.name=synthetic",

@@ -86,7 +86,11 @@ def build(space: str | TruthSpace, out: str | Path | None = None, progress: bool
     if path.exists():
         frame, meta = read_table_file(path, space)
         if recipe_of(meta) != recipe(space, population):
-            raise InputError(f"{path} was built with another training recipe; remove it or build elsewhere (--out)")
+            found = (recipe_of(meta) or {}).get("training")
+            built_alone = found == "one at a time" and population
+            hint = " (it was built one at a time: add --one-at-a-time)" if built_alone else ""
+            raise InputError(f"{path} was built with another training recipe{hint}; remove it or build elsewhere "
+                             "(--out)")
         rows, wall_s = frame.to_dict("records"), float(meta.get("wall_s", 0.0))
     done = {(row["widths"], int(row["seed"])) for row in rows}
     base = space.config()

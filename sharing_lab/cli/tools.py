@@ -133,10 +133,14 @@ def groundtruth_group() -> None:
               help="Write here instead of the package's table (resumed if it exists).")
 @click.option("--limit", type=click.IntRange(min=1), help="Train at most this many new rows (a build in pieces).")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Architectures trained at once (worker processes of one thread each).")
-def groundtruth_build(space, out_file, limit, jobs) -> None:
-    """Train every architecture of SPACE for every seed; resumable (finished rows are kept)."""
-    path = build(space, out_file, progress=True, log=log, limit=limit, jobs=jobs)
+              help="Populations (or networks) trained at once, in worker processes of one thread each.")
+@click.option("--one-at-a-time", is_flag=True,
+              help="Train each network alone instead of a seed's architectures as one population (how tables of "
+                   "format 1 were built: a build resumes a table only in the way it was made).")
+def groundtruth_build(space, out_file, limit, jobs, one_at_a_time) -> None:
+    """Train every architecture of SPACE for every seed, a seed's architectures as one population on the same
+    batches (or one at a time); resumable (finished rows are kept)."""
+    path = build(space, out_file, progress=True, log=log, limit=limit, jobs=jobs, population=not one_at_a_time)
     rows, meta = read_table_file(path)
     figures = spread(rows)
     click.echo(f"{path}: {len(rows)} rows, {meta['wall_s']:.0f} s of training; best {figures['best']:.4f}, "
