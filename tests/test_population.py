@@ -5,6 +5,7 @@ entries get exactly zero gradient and stay zero."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 
 import pytest
@@ -250,3 +251,14 @@ def test_scoring_many_architectures_at_once_equals_one_at_a_time(tmp_path, bn):
     images = search.data.split_size("val")
     assert max(abs(a - b) for a, b in zip(together, alone)) <= 1 / images  # a near tie may flip, no more
     assert search.score.many(archs[:5], "test") == search.score.many(archs, "test")[:5]
+
+
+def test_scoring_falls_back_to_one_at_a_time_where_operators_are_large(tmp_path):
+    """A population pads every member to the widest member's channels: it pays only where an operator costs its
+    call (the embedded space), not where it costs its arithmetic (there ``many`` scores one at a time)."""
+    search = _search(tmp_path)
+    archs = list(search.space.enumerate())[:6]
+    assert search.score.population_pays(archs)
+    large = dataclasses.replace(search.score, batch_size=10**6)
+    assert not large.population_pays(archs)
+    assert large.many(archs) == [large(arch) for arch in archs]
