@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,3 +31,20 @@ def train_step(model: Callable, optimizer: torch.optim.Optimizer, x: torch.Tenso
     loss.backward()
     optimizer.step()
     return loss.detach(), logits.detach()
+
+
+@torch.no_grad()
+def recompute_bn_statistics(norms: Sequence[torch.nn.modules.batchnorm._BatchNorm],
+                            forward: Callable[[torch.Tensor], object], batches: Iterable[torch.Tensor]) -> None:
+    """Recompute the running statistics of ``norms`` as exact averages over ``batches`` (momentum None), running
+    ``forward`` on each batch; their momentum and train/eval mode are restored after."""
+    saved = [(bn.momentum, bn.training) for bn in norms]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for batch in batches:
+        forward(batch)
+    for bn, (momentum, training) in zip(norms, saved):
+        bn.momentum = momentum
+        bn.train(training)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..compute.runtime import SMALL_STEP_MACS, Runtime, torch_threads
+from ..compute.training import recompute_bn_statistics
 from ..data.protocol import Dataset
 from ..space.flops import count_macs
 from ..space.population import member_chunks
@@ -84,21 +85,11 @@ def evaluate_arch(
     return result
 
 
-@torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
     """Recompute the running statistics of every BatchNorm of ``model`` as exact averages over ``batches`` (what
     :meth:`sharing_lab.search.supernet.Supernet.recalibrate_bn` does for one architecture's BatchNorms)."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(bn.momentum, bn.training) for bn in norms]
-    for bn in norms:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    for batch in batches:
-        model(batch)
-    for bn, (momentum, training) in zip(norms, saved):
-        bn.momentum = momentum
-        bn.train(training)
+    recompute_bn_statistics(norms, model, batches)
 
 
 def _limit(batches: Iterator, images: int | None) -> Iterator:

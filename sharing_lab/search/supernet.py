@@ -22,6 +22,7 @@ from torch import nn
 
 from ..aps.layers import APSConv2d, APSLinear, KernelGroup, TransformSet, candidate_kernel, transition_plan
 from ..aps.sharing import FusedTransition, SideBank, phi, side_level
+from ..compute.training import recompute_bn_statistics
 from ..errors import InputError
 from ..space.layout import Block, Channels, ConvSpec
 from ..space.search_space import LayerUse, SearchSpace
@@ -325,14 +326,4 @@ class Supernet(nn.Module):
         BN statistics in a supernet are shared by every architecture that uses a candidate, so running
         statistics are wrong for most of them (DESIGN §3); this makes eval-mode BN right for one architecture.
         """
-        bns = self.batchnorms(arch)
-        saved = [(bn.momentum, bn.training) for bn in bns]
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None
-            bn.train()
-        for batch in batches:
-            self.forward(batch, arch)
-        for bn, (momentum, training) in zip(bns, saved):
-            bn.momentum = momentum
-            bn.train(training)
+        recompute_bn_statistics(self.batchnorms(arch), lambda batch: self.forward(batch, arch), batches)
