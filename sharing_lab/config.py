@@ -10,6 +10,7 @@ preset (``--config cifar10-resnet20``), a path (it contains a separator or ends 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -145,6 +146,7 @@ class Config:
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default_factory)}
 
 
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

@@ -124,6 +124,25 @@ def test_a_sweep_file_gives_its_jobs_and_bad_ones_are_refused(tmp_path):
         select_jobs(["nope"], "embedded")
 
 
+def test_more_seeds_add_jobs_and_keep_the_ones_there_are_and_arms_pick_jobs():
+    """``recipe --seeds N``: seeds 0..N-1, the job of seed k named and configured the same whatever N (so a
+    larger N resumes a smaller one's sweep); ``--arm``: only those arms' jobs; an unknown arm is refused."""
+    five = {job.name: job for job in select_jobs(["oit"], "embedded")}
+    seven = {job.name: job for job in select_jobs(["oit"], "embedded", seeds=7)}
+    assert set(five) < set(seven) and len(seven) == 4 * 7 and "oit-ordinal-s6" in seven
+    assert all(seven[name] == job for name, job in five.items())
+    overlap = [job.name for job in select_jobs(["overlap"], "embedded", seeds=3)]
+    assert overlap.count("overlap-0p75-s0") == 1 and not any(name.startswith("overlap-0p75-s1") for name in overlap)
+    picked = select_jobs(["oit", "tau"], "embedded", seeds=7, arms=["oit-ordinal", "tau-3.5e-05"])
+    assert sorted(job.name for job in picked) == sorted([f"oit-ordinal-s{k}" for k in range(7)] +
+                                                        [f"tau-3.5e-05-s{k}" for k in range(7)])
+    with pytest.raises(InputError, match="no arm 'oit-nothing'.*oit-independent"):
+        select_jobs(["oit"], "embedded", arms=["oit-nothing"])
+    for args, fragment in ((["--seeds", "0"], "--seeds"), (["--arm", "oit-nothing"], "no arm 'oit-nothing'")):
+        code, _, err = invoke("recipe", "oit", "--out", "unused", *args)
+        assert code == 2 and err.strip().count("\n") == 0 and fragment in err, err
+
+
 def test_executor_options_come_from_the_table_and_the_command_line():
     settings = executor_config({"kind": "slurm", "partition": "gpu", "time_min": 30}, ["gpus_per_job=1"])
     assert (settings.kind, settings.partition, settings.time_min, settings.gpus_per_job) == ("slurm", "gpu", 30, 1)

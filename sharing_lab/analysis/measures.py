@@ -4,6 +4,7 @@ drops, and the ground-truth measures, scored against the shipped table (:func:`t
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -35,7 +36,12 @@ def warmup_mean(run: Run, name: str) -> float:
 
 def truth_of(run: Run):
     """The shipped ground truth of ``run``'s space (:func:`sharing_lab.truth.scoring.shipped_truth`), or None."""
-    return shipped_truth(run.config)
+    return _truth(run.config)
+
+
+@functools.lru_cache(maxsize=256)
+def _truth(config):
+    return shipped_truth(config)
 
 
 RESCORED = ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob")
@@ -92,19 +98,98 @@ def accuracy_lost(run: Run, name: str = "val_acc_mean") -> float:
     return 100 * float(after["value"].max() - after["value"].iloc[-1])
 
 
-def beam_truth(run: Run) -> float:
-    """Mean ground-truth test accuracy (points) of the beam's top-N: from the shipped ground truth
-    (:func:`truth_of`), else as recorded (``gt_acc``)."""
+def search_trend(run: Run, name: str) -> float:
+    """How steadily a scalar fell over the search phase: Spearman ρ of its records against the reversed step
+    (+1: it fell at every record). On a transitionary run whose Φ falls monotonically this is ρ(Φ, scalar); on
+    an ordinal run, whose Φ never moves, it is the same scalar's drift over the same epochs (the control)."""
+    rows = _scalar(run, name)
+    rows = rows[rows["epoch"] >= _warmup(run)] if not rows.empty else rows
+    if len(rows) < 3 or np.ptp(rows["value"]) == 0:
+        return math.nan
+    return float(stats.spearmanr(-rows["step"].to_numpy(), rows["value"]).statistic)
+
+
+def decision_margin(run: Run) -> float:
+    """How far the controller separates the candidates at its last record: per decision, the probability of the
+    most likely candidate minus the second's, averaged over decisions."""
+    probs = run.table("probs")
+    if probs.empty:
+        return math.nan
+    last = probs[probs["step"] == probs["step"].max()]
+    margins = [float(np.diff(np.sort(group["prob"].to_numpy())[-2:])[0])
+               for _, group in last.groupby("layer") if len(group) >= 2]
+    return float(np.mean(margins)) if margins else math.nan
+
+
+def beam(run: Run, within_target: bool = False) -> pd.DataFrame:
+    """The beam's architectures in the controller's order (most likely first) with ``truth``, their ground-truth
+    test accuracy in points (the shipped table, else as recorded in ``gt_acc``; NaN without either) and ``macs``;
+    ``within_target``: only those within the run's FLOPs target."""
     archs = run.table("archs")
     if archs.empty:
+        return pd.DataFrame(columns=["widths", "macs", "truth"])
+    rows = archs[archs["source"] == "beam"].sort_values("log_prob", ascending=False, kind="stable")
+    truth = truth_of(run)
+    if truth is not None and rows["widths"].isin(truth.table["widths"]).all():
+        accuracy = rows["widths"].map(truth.accuracy).astype(float)
+    elif "gt_acc" in rows:
+        accuracy = pd.to_numeric(rows["gt_acc"], errors="coerce")
+    else:
+        accuracy = pd.Series(math.nan, index=rows.index)
+    rows = rows.assign(truth=100 * accuracy)
+    target = run.config.search.flops_target
+    if within_target and target is not None:
+        rows = rows[rows["macs"] <= target]
+    return rows[["widths", "macs", "truth"]].reset_index(drop=True)
+
+
+def top_n_truth(run: Run, n: int, within_target: bool = False) -> float:
+    """Mean ground-truth test accuracy (points) of the beam's n most likely architectures (Figure 8's accumulated
+    accuracy of the top-N), among those within the target when ``within_target``; NaN when there are fewer."""
+    rows = beam(run, within_target)
+    if len(rows) < n or rows["truth"].iloc[:n].isna().any():
         return math.nan
-    beam, truth = archs[archs["source"] == "beam"], truth_of(run)
-    if truth is not None and beam["widths"].isin(truth.table["widths"]).all():
-        return 100 * float(beam["widths"].map(truth.accuracy).mean()) if len(beam) else math.nan
-    if "gt_acc" not in archs:
+    return float(rows["truth"].iloc[:n].mean())
+
+
+def top_n_curve(run: Run, within_target: bool = False) -> list[float]:
+    """:func:`top_n_truth` at N = 1, 2, … up to the beam's size (Figure 8's curve), from one read of the beam."""
+    truth = beam(run, within_target)["truth"]
+    return [float(truth.iloc[:n].mean()) if not truth.iloc[:n].isna().any() else math.nan
+            for n in range(1, len(truth) + 1)]
+
+
+def beam_truth(run: Run) -> float:
+    """Mean ground-truth test accuracy (points) of the whole beam (NaN without a ground truth)."""
+    rows = beam(run)
+    return float(rows["truth"].mean()) if len(rows) and rows["truth"].notna().all() else math.nan
+
+
+def top_n_advantage_trend(run: Run, within_target: bool = False) -> float:
+    """How much better the top-1 is than the whole beam, in points: the top-1's ground-truth accuracy minus the
+    mean over the beam's N (Figure 8: an advantage that shrinks as N grows shows as a larger value here)."""
+    rows = beam(run, within_target)
+    return top_n_truth(run, 1, within_target) - top_n_truth(run, len(rows), within_target) if len(rows) else math.nan
+
+
+def closest_to_target_truth(run: Run) -> float:
+    """Ground-truth test accuracy (points) of Section 5.3's choice: the beam architecture closest to the FLOPs
+    target (the more likely of equals); NaN without a target."""
+    target = run.config.search.flops_target
+    rows = beam(run)
+    if target is None or rows.empty:
         return math.nan
-    beam = beam[np.isfinite(pd.to_numeric(beam["gt_acc"], errors="coerce"))]
-    return 100 * float(pd.to_numeric(beam["gt_acc"]).mean()) if len(beam) else math.nan
+    return float(rows.loc[(rows["macs"] - target).abs().idxmin(), "truth"])
+
+
+def exported_within_target(run: Run) -> float:
+    """1 when the exported architecture's MACs are within the run's FLOPs target, else 0 (NaN: no target or no
+    export)."""
+    target = run.config.search.flops_target
+    macs = run.payload_summary().get("exported", {}).get("macs")
+    if target is None or not isinstance(macs, int | float):
+        return math.nan
+    return float(macs <= target)
 
 
 def wrong_argmax(run: Run) -> float:

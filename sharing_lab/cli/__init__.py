@@ -11,6 +11,7 @@ from ..errors import InputError, describe_os_error, describe_out_of_memory, is_o
 from ..plugins import load_entry_points, load_plugin
 from .bench import COMMANDS as BENCH_COMMANDS
 from .budget import COMMANDS as BUDGET_COMMANDS
+from .claims import COMMANDS as CLAIM_COMMANDS
 from .console import fail
 from .run import COMMANDS as RUN_COMMANDS
 from .sweeps import COMMANDS as SWEEP_COMMANDS
@@ -28,7 +29,7 @@ def cli(plugins) -> None:
         load_plugin(plugin)
 
 
-for _command in (*RUN_COMMANDS, *TOOL_COMMANDS, *SWEEP_COMMANDS, *BUDGET_COMMANDS, *BENCH_COMMANDS):
+for _command in (*RUN_COMMANDS, *TOOL_COMMANDS, *CLAIM_COMMANDS, *SWEEP_COMMANDS, *BUDGET_COMMANDS, *BENCH_COMMANDS):
     cli.add_command(_command)
 
 

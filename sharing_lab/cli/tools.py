@@ -1,4 +1,4 @@
-"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, claims, recipe); the run
+"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, recipe); the run
 commands are in :mod:`sharing_lab.cli.run`, the benchmarks in :mod:`sharing_lab.cli.bench`."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..aps.theorem import run_checks
 from ..errors import InputError
 from ..jobs.executors import SUBMITTED
 from ..jobs.executors import executor_config as make_settings
-from ..jobs.recipes import run_recipe
+from ..jobs.recipes import MAX_SEEDS, run_recipe
 from ..jobs.sweep_file import executor_table
 from ..registry import DATASETS, MODELS, PRESETS, PROBES, SCHEMES
 from ..runs.sweeps import find_run_dirs
@@ -195,45 +195,6 @@ def plot(figure, paths, out_dir) -> None:
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-@click.option("--markdown", is_flag=True, help="A Markdown table (what figures/README.md holds).")
-def claims(paths, as_json, markdown) -> None:
-    """Test the paper's claims on the runs at or under PATHS: each claim's statistic, its 95% interval over
-    seeds and a verdict (holds, fails, inconclusive), from the records only."""
-    from ..analysis.claims import MIN_SEEDS, claims_of  # reads runs as the figures do (matplotlib, seaborn)
-
-    if not find_run_dirs(paths):
-        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
-    results = claims_of(paths)
-    if as_json:
-        click.echo(json.dumps({"claims": [claim.as_dict() for claim in results], "min_seeds": MIN_SEEDS}))
-        return
-    if markdown:
-        click.echo("| id | claim | statistic | value [95% interval] | n | verdict |\n|---|---|---|---|---|---|")
-    for claim in results:
-        if claim.value is None:
-            figure = "not testable"
-        elif claim.low is None:
-            figure = f"{claim.value:+.4g} (no interval)"
-        else:
-            figure = f"{claim.value:+.4g} [{claim.low:+.4g}, {claim.high:+.4g}]"
-        if markdown:
-            click.echo(f"| {claim.id} | {claim.statement} | {claim.statistic} | {figure} | {claim.n} | "
-                       f"**{claim.verdict}** |")
-            continue
-        click.echo(f"{claim.id:<3} {claim.verdict.upper():<12} {claim.statement}")
-        click.echo(f"    {claim.statistic}: {figure}, n = {claim.n}")
-        if claim.needs:
-            click.echo(f"    needs: {claim.needs}")
-    counts = {v: sum(c.verdict == v for c in results) for v in ("holds", "fails", "inconclusive")}
-    if markdown:
-        click.echo()
-    click.echo(", ".join(f"{n} {v}" for v, n in counts.items()) + f" (95% intervals; a verdict needs >= {MIN_SEEDS} "
-               "seeds per arm)")
-
-
-@click.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
@@ -245,7 +206,13 @@ def claims(paths, as_json, markdown) -> None:
 @click.option("--jobs", type=click.IntRange(min=1), help="Local executor: runs in parallel (default 1).")
 @click.option("--threads", type=click.IntRange(min=2), help="Torch threads per run (default 2).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override for every run.")
-def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, threads, overrides) -> None:
+@click.option("--seeds", type=click.IntRange(min=1, max=MAX_SEEDS),
+              help="Seeds 0..N-1 of every arm repeated over seeds (default 5; 3 at paper scale): more seeds add runs "
+                   "and keep the finished ones.")
+@click.option("--arm", "arms", multiple=True, metavar="ARM",
+              help="Only this arm's runs (a job name without its -sK suffix, e.g. oit-ordinal); repeatable.")
+def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, threads, overrides, seeds,
+           arms) -> None:
     """Run analysis recipes (oit, overlap, tau, topn, all) or sweep files (NAME.toml with a [sweep] table): the
     runs that feed the figures. Finished runs are skipped and stopped, killed or preempted ones resumed, so a
     recipe is resumed by submitting it again. Executor options: defaults < the sweep file's [executor] table <
@@ -258,7 +225,7 @@ def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, t
         settings = make_settings(executor_table(executor_config), base=settings)
     given = {"kind": kind, "jobs": jobs, "threads": threads}
     settings = make_settings({k: v for k, v in given.items() if v is not None}, list(executor_overrides), settings)
-    results = run_recipe(list(names), scale, Path(out), list(overrides), settings, log)
+    results = run_recipe(list(names), scale, Path(out), list(overrides), settings, log, seeds, arms)
     failed = [name for name, status in results.items() if status not in (0, SUBMITTED)]
     submitted = [name for name, status in results.items() if status == SUBMITTED]
     if submitted:
@@ -271,4 +238,4 @@ def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, t
     click.echo(f"plot them: sharing-lab plot all {out} --out figures")
 
 
-COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, claims, recipe)
+COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, recipe)

@@ -10,11 +10,13 @@ interrupted, killed or preempted recipe can simply be submitted again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import resolve
 from ..errors import InputError
 from ..runs.rundir import check_name
+from ..runs.sweeps import arm_of
 from .executors import ExecutorConfig, execute
 from .job import JobRunner, job_done
 from .spec import Job, Recipe, slug
@@ -26,7 +28,7 @@ from .sweep_file import load_sweep
 EMBEDDED_TARGET = 3.8e4  # MACs, about half of the widest architecture of the embedded space (75,240)
 PAPER_TARGET = 2.05e7  # the paper's ≈50% ResNet-20 target
 SCHEMES = ("ordinal", "independent", "transitionary")
-SEEDS = (0, 1, 2, 3, 4)  # the claims need at least five seeds per arm (sharing_lab.analysis.claims.MIN_SEEDS)
+SEEDS = (0, 1, 2, 3, 4)  # the claims need at least five seeds per arm (sharing_lab.analysis.verdicts.MIN_SEEDS)
 # The paper's constant rate, calibrated by replay (sharing-lab budget --calibrate: 1.4e-4 puts Φ where the
 # default Φ schedule does, 80% of the way at 60% of the search phase), and a too small and a too large one (×4).
 TAU_EMBEDDED = 1.4e-4
@@ -34,49 +36,63 @@ TAUS_EMBEDDED = (3.5e-5, TAU_EMBEDDED, 5.6e-4)
 TAUS_PAPER = (1e-6, 1e-7, 1e-8, 1e-9)
 
 
-def recipes(scale: str = "embedded") -> dict[str, Recipe]:
-    """Every recipe at ``scale`` (``embedded``: digits on a CPU; ``paper``: CIFAR-10 ResNet-20 on a GPU)."""
+MAX_SEEDS = 1000
+
+
+def recipes(scale: str = "embedded", seeds: int | None = None) -> dict[str, Recipe]:
+    """Every recipe at ``scale`` (``embedded``: digits on a CPU; ``paper``: CIFAR-10 ResNet-20 on a GPU), with
+    seeds 0…``seeds``−1 in every arm that is repeated over seeds (default: :data:`SEEDS` embedded, three at paper
+    scale). Seeds only add jobs: the job of seed k is named and configured the same whatever ``seeds`` is, so a
+    recipe with more seeds resumes the one with fewer (its finished runs are kept)."""
     if scale not in ("embedded", "paper"):
         raise InputError(f"unknown scale {scale!r}; known: embedded, paper")
-    return _embedded() if scale == "embedded" else _paper()
+    if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
+        raise InputError(f"seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
+    if scale == "embedded":
+        return _embedded(tuple(range(seeds)) if seeds else SEEDS)
+    return _paper(tuple(range(seeds or 3)))
 
 
-def _embedded() -> dict[str, Recipe]:
-    """Five seeds of every arm the claims compare (sharing_lab.analysis.claims), all on the default budget: O, I, T at
-    the calibrated constant τ and T under the default Φ schedule; T at τ/4 and 4τ; O, I, T(τ) under a FLOPs
-    target; and one seed of the overlap levels between O and I for Figure 3."""
+def _embedded(seeds: tuple[int, ...]) -> dict[str, Recipe]:
+    """Every arm the claims compare (sharing_lab.analysis.claims) over ``seeds``, all on the default budget: O, I,
+    T at the calibrated constant τ and T under the default Φ schedule; T at τ/4 and 4τ; O, I, T(τ) under a FLOPs
+    target; the overlap levels strictly between O and I (α = 0.25, 0.5), and α = 0.75 (Figure 3) at seed 0 only:
+    in this space it is ordinal (its Φ is O's)."""
     rate = (f"sharing.transition={TAU_EMBEDDED}",)
     oit = Recipe("oit", ("fig4", "fig5", "gt", "rank"))
-    for seed in SEEDS:
+    for seed in seeds:
         for scheme in SCHEMES:
             extra = rate if scheme == "transitionary" else ()
             oit.jobs.append(Job(f"oit-{scheme}-s{seed}", (f"sharing.scheme={scheme}", *extra, f"seed={seed}")))
         oit.jobs.append(Job(f"oit-scheduled-s{seed}", ("sharing.scheme=transitionary", f"seed={seed}")))
     tau = Recipe("tau", ("fig6", "fig7"))
-    for seed in SEEDS:
+    for seed in seeds:
         for value in TAUS_EMBEDDED:
             if value != TAU_EMBEDDED:  # the middle rate is oit's transitionary arm
                 tau.jobs.append(Job(f"tau-{value:g}-s{seed}", ("sharing.scheme=transitionary",
                                                                 f"sharing.transition={value}", f"seed={seed}")))
     topn = Recipe("topn", ("fig8",))
-    for seed in SEEDS:
+    for seed in seeds:
         for scheme in SCHEMES:
             extra = rate if scheme == "transitionary" else ()
             topn.jobs.append(Job(f"topn-{scheme}-target-s{seed}", (f"sharing.scheme={scheme}", *extra,
                                                                      f"search.flops_target={EMBEDDED_TARGET}",
                                                                      f"seed={seed}")))
     overlap = Recipe("overlap", ("fig3",))
-    for alpha in (0.25, 0.5, 0.75):  # α = 0 and 1 are oit's independent and ordinal arms
-        overlap.jobs.append(Job(f"overlap-{slug(str(alpha))}", (f"sharing.scheme=overlap:{alpha}",)))
+    for seed in seeds:
+        for alpha in (0.25, 0.5, 0.75):  # α = 0 and 1 are oit's independent and ordinal arms
+            if alpha != 0.75 or seed == 0:
+                overlap.jobs.append(Job(f"overlap-{slug(str(alpha))}-s{seed}",
+                                        (f"sharing.scheme=overlap:{alpha}", f"seed={seed}")))
     return {r.name: r for r in (oit, tau, topn, overlap)}
 
 
-def _paper() -> dict[str, Recipe]:
-    """The same comparisons on CIFAR-10 ResNet-20 (the cifar10-resnet20 preset; a GPU), three seeds of O/I/T."""
+def _paper(seeds: tuple[int, ...]) -> dict[str, Recipe]:
+    """The same comparisons on CIFAR-10 ResNet-20 (the cifar10-resnet20 preset; a GPU), ``seeds`` of O/I/T."""
     config = "cifar10-resnet20"
     oit = Recipe("oit", ("fig4", "fig5"))
     for scheme in SCHEMES:
-        for seed in (0, 1, 2):
+        for seed in seeds:
             oit.jobs.append(Job(f"oit-{scheme}-s{seed}", (f"sharing.scheme={scheme}", f"seed={seed}"), config=config))
     overlap = Recipe("overlap", ("fig3",))
     for alpha in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -96,9 +112,10 @@ def _paper() -> dict[str, Recipe]:
     return {r.name: r for r in (oit, overlap, tau, topn)}
 
 
-def select_jobs(names: list[str], scale: str) -> list[Job]:
-    """The jobs of the named recipes (``all``: every built-in one) and sweep files (a name ending in .toml)."""
-    table = recipes(scale)
+def select_jobs(names: list[str], scale: str, seeds: int | None = None, arms: Sequence[str] = ()) -> list[Job]:
+    """The jobs of the named recipes (``all``: every built-in one; ``seeds`` as for :func:`recipes`) and sweep
+    files (a name ending in .toml); with ``arms``, only the jobs of those arms (:func:`arm_of`)."""
+    table = recipes(scale, seeds)
     jobs: list[Job] = []
     for name in names:
         if name.endswith(".toml"):
@@ -117,17 +134,23 @@ def select_jobs(names: list[str], scale: str) -> list[Job]:
         if job.name in seen:
             raise InputError(f"two jobs of the recipe are named {job.name!r}")
         seen.add(job.name)
+    if arms:
+        known = sorted({arm_of(job.name) for job in jobs})
+        unknown = [arm for arm in arms if arm not in known]
+        if unknown:
+            raise InputError(f"no arm {', '.join(map(repr, unknown))} in these recipes; their arms: {', '.join(known)}")
+        jobs = [job for job in jobs if arm_of(job.name) in arms]
     return jobs
 
 
 def run_recipe(names: list[str], scale: str, out: Path, extra: list[str], settings: ExecutorConfig | None = None,
-               log=print) -> dict[str, int]:
-    """Run the named recipes' jobs on the executor ``settings`` (default: one local worker). Every job's
-    configuration is resolved first (a job that cannot run refuses the whole recipe, before anything starts);
-    finished jobs are skipped (status 0) without being submitted. Returns {job name: exit status}
-    (:func:`sharing_lab.jobs.executors.execute`)."""
+               log=print, seeds: int | None = None, arms: Sequence[str] = ()) -> dict[str, int]:
+    """Run the named recipes' jobs (``seeds``, ``arms``: :func:`select_jobs`) on the executor ``settings``
+    (default: one local worker). Every job's configuration is resolved first (a job that cannot run refuses the
+    whole recipe, before anything starts); finished jobs are skipped (status 0) without being submitted. Returns
+    {job name: exit status} (:func:`sharing_lab.jobs.executors.execute`)."""
     settings = settings or ExecutorConfig()
-    todo = select_jobs(names, scale)
+    todo = select_jobs(names, scale, seeds, arms)
     for job in todo:
         try:
             resolve(job.config, (*job.overrides, *extra))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -24,6 +25,13 @@ from .locking import lock_holder
 from .records import read_run_table
 
 STATES = ("finished", "running", "stopped", "diverged")
+SEED_SUFFIX = re.compile(r"-s(\d+)$")
+
+
+def arm_of(run_name: str) -> str:
+    """The arm a run of a sweep belongs to: its name without the ``-s<seed>`` suffix that recipes give the runs
+    repeated over seeds (``oit-ordinal-s3`` → ``oit-ordinal``)."""
+    return SEED_SUFFIX.sub("", run_name)
 
 
 def find_run_dirs(paths: Iterable[str | Path], max_depth: int = 3) -> list[Path]:

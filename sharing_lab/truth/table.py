@@ -11,6 +11,7 @@ training recipe in the file's metadata. :func:`groundtruth` reads it; :mod:`shar
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -48,7 +49,7 @@ class TruthSpace:
 
     def key(self) -> dict:
         """The values that a search's configuration must share for this table to be its ground truth."""
-        return _key(self.config())
+        return dict(_space_key(self))
 
 
 SPACES: dict[str, TruthSpace] = {
@@ -62,6 +63,11 @@ SPACES: dict[str, TruthSpace] = {
                     "each trained 20 epochs from scratch (batch 32, SGD 0.1 Nesterov, cosine), 24 seeds "
                     "(a build resumes where a table stops)"),
 }
+
+
+@functools.cache
+def _space_key(space: TruthSpace) -> tuple:
+    return tuple(_key(space.config()).items())
 
 
 def _key(config: cfgmod.Config) -> dict:
