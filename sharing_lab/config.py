@@ -43,6 +43,7 @@ class DataConfig:
     name: str = "digits"
     dir: str | None = None
     image_size: int | None = None
+    train_images: int | None = None  # a fixed stratified subset of the training split (None: all of it)
     batch_size: int = 32
     reward_batch_size: int = 128  # held-out images per controller reward (notes: 256 on CIFAR)
     eval_batch_size: int = 512

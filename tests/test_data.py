@@ -298,7 +298,7 @@ def test_image_folder_scan_splits_each_class_in_halves(tmp_path):
 
 def test_unknown_dataset_and_bad_sizes():
     with pytest.raises(InputError) as err:
-        load_data("mnist")
+        load_data("emnist")
     assert all(name in str(err.value) for name in DATASETS.names())
     with pytest.raises(InputError, match="image_size"):
         load_data("digits", image_size=0)
@@ -310,10 +310,12 @@ def test_unknown_dataset_and_bad_sizes():
 
 
 def _registered_dataset(name: str, request) -> Dataset:
-    """``name`` built as the search builds it: cifar10 from the tiny pickles, the others without files."""
+    """``name`` built as the search builds it: cifar10 and the IDX sets from tiny files, the others without."""
     if name == "imagenet":
         pytest.skip("imagenet needs image files: tests/test_imagenet.py covers it")
     directory = str(request.getfixturevalue("cifar_dir")[0]) if name == "cifar10" else None
+    if name in ("mnist", "fashion-mnist"):
+        directory = str(request.getfixturevalue("idx_files").write_set(request.getfixturevalue("tmp_path") / "idx"))
     return load_data(name, directory, seed=0)
 
 

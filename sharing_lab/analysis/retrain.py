@@ -173,7 +173,8 @@ def retrain_source(source: str | Path, top: int | None = None, overrides: Sequen
         config = resolve(base, overrides)
         jobs.append((widths, float(payload.get("log_prob", float("nan"))), 0))
         run_dir = None
-    data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size, config.data.workers)
+    data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size, config.data.workers,
+                     config.data.train_images)
     if (data.in_channels, data.num_classes, data.image_size) != (layout.in_channels, layout.num_classes,
                                                                  layout.image_size):
         raise InputError(f"{source} is a {layout.in_channels}-channel {layout.image_size}x{layout.image_size} "

@@ -37,7 +37,8 @@ def _train_rows(space: TruthSpace, archs: list[tuple[int, ...]], seed: int, thre
     """Train architectures of ``space`` with ``seed`` from scratch, as one population or one at a time (in a
     worker process when building with several jobs), and return their table rows."""
     config = space.config(seed)
-    data = load_data(config.data.name, config.data.dir, seed, config.data.image_size, config.data.workers)
+    data = load_data(config.data.name, config.data.dir, seed, config.data.image_size, config.data.workers,
+                     config.data.train_images)
     search_space = build_space(config, data.num_classes, data.in_channels, data.image_size)
     widths = [search_space.widths_of(arch) for arch in archs]
     device = resolve_device(config.device)
@@ -127,5 +128,6 @@ def build(space: str | TruthSpace, out: str | Path | None = None, progress: bool
 
 
 def _data_shape(config: Config) -> tuple[int, int, int]:
-    data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size, config.data.workers)
+    data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size, config.data.workers,
+                     config.data.train_images)
     return data.num_classes, data.in_channels, data.image_size

@@ -51,7 +51,8 @@ def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_ep
     config = resolve(config_file, overrides)
     dims = _shape(shape)
     if dims is None or steps_per_epoch is None:
-        data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size)
+        data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size,
+                         train_images=config.data.train_images)
         dims = dims or (data.num_classes, data.in_channels, data.image_size)
         steps_per_epoch = steps_per_epoch or data.num_batches("train", config.data.batch_size)
     space = build_space(config, *dims)

@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..errors import InputError
@@ -132,6 +133,25 @@ class DataBundle:
         self.std = tuple(std) if std is not None else (1.0,) * self.in_channels
         self._cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
         self._affine: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def with_train_subset(self, count: int) -> DataBundle:
+        """The same bundle with a fixed stratified subset of ``count`` training images (random state 0, whatever
+        the run's seed, so searches and their ground truth see the same images; normalisation unchanged)."""
+        from sklearn.model_selection import train_test_split
+
+        labels = self.train.labels.numpy()
+        if count >= len(labels):
+            if count > len(labels):
+                raise InputError(f"data.train_images = {count:,}: the training split of {self.name} holds "
+                                 f"{len(labels):,}")
+            return self
+        if count < self.num_classes:
+            raise InputError(f"data.train_images = {count}: a stratified subset needs at least one image per class "
+                             f"({self.num_classes})")
+        keep, _ = train_test_split(np.arange(len(labels)), train_size=count, random_state=0, stratify=labels)
+        index = torch.from_numpy(np.sort(keep))
+        train = Split(self.train.images[index], self.train.labels[index])
+        return DataBundle(self.name, self.num_classes, train, self.val, self.test, self.augment, self.mean, self.std)
 
     def __repr__(self) -> str:
         sizes = "/".join(str(len(getattr(self, s))) for s in SPLITS)

@@ -51,10 +51,16 @@ def dataset_names() -> list[str]:
 
 
 def load_data(name: str, directory: str | None = None, seed: int = 0, image_size: int | None = None,
-              workers: int = 0) -> Dataset:
+              workers: int = 0, train_images: int | None = None) -> Dataset:
     """Load the registered dataset ``name``; ``seed`` only affects datasets that are generated (synthetic),
-    ``workers`` only those streamed from disk (ImageNet)."""
-    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)
-                                   or image_size < 1):
-        raise InputError(f"image_size must be a positive integer or None, got {image_size!r}")
-    return DATASETS.get(name)(directory=directory, seed=seed, image_size=image_size, workers=workers)
+    ``workers`` only those streamed from disk (ImageNet); ``train_images``: a fixed stratified subset of the
+    training split (:meth:`~sharing_lab.data.bundle.DataBundle.with_train_subset`; in-memory datasets only)."""
+    for key, value in (("image_size", image_size), ("train_images", train_images)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise InputError(f"{key} must be a positive integer or None, got {value!r}")
+    data = DATASETS.get(name)(directory=directory, seed=seed, image_size=image_size, workers=workers)
+    if train_images is None:
+        return data
+    if not hasattr(data, "with_train_subset"):
+        raise InputError(f"data.train_images: dataset {name!r} is not held in memory; it takes no subset")
+    return data.with_train_subset(train_images)

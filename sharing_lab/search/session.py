@@ -114,7 +114,8 @@ def open_search(config: Config, run_dir: str | Path, log: Callable[[str], None] 
     data_cfg = config.data
     group.local_size(data_cfg.batch_size, "data.batch_size")  # refuses a batch the ranks cannot split evenly
     group.local_size(data_cfg.reward_batch_size, "data.reward_batch_size")
-    data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size, data_cfg.workers)
+    data = load_data(data_cfg.name, data_cfg.dir, config.seed, data_cfg.image_size, data_cfg.workers,
+                     data_cfg.train_images)
     runtime = resolve_runtime(device, config.runtime.precision, config.runtime.memory_format, data.image_size)
     space = build_space(config, data.num_classes, data.in_channels, data.image_size)
     runtime = runtime.with_threads(config.runtime.threads, space.macs(space.largest()) * data_cfg.batch_size)

@@ -31,6 +31,8 @@ COLUMNS = {"widths": pa.string(), "seed": pa.int64(), "macs": pa.int64(), "param
            "val_acc": pa.float64(), "test_acc": pa.float64(), "train_s": pa.float64()}
 KEY_FIELDS = ("model.name", "model.granularity", "model.widths", "model.multipliers", "data.name",
               "data.image_size")
+# part of a space's identity only when set (the tables built before them keep their keys)
+OPTIONAL_KEY_FIELDS = ("data.train_images",)
 RUNTIME_RECIPE = ("precision", "memory_format", "compile")  # the runtime settings that change what training computes
 
 
@@ -72,7 +74,9 @@ def _space_key(space: TruthSpace) -> tuple:
 
 def _key(config: cfgmod.Config) -> dict:
     values = cfgmod.flat(config)
-    return {field: values[field] for field in KEY_FIELDS}
+    key = {field: values[field] for field in KEY_FIELDS}
+    key.update({field: values[field] for field in OPTIONAL_KEY_FIELDS if values[field] is not None})
+    return key
 
 
 def space_for(config: cfgmod.Config) -> TruthSpace | None:
