@@ -3,31 +3,42 @@ which the OS drops when the process dies, so a kill leaves no stale lock."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import InputError, describe_os_error
-from .rundir import LOCK
+from .rundir import LOCK, check_closed
 
 _HELD: dict[Path, list] = {}  # resolved run dir -> [fd, depth]: re-entrant within a process
 
 
 def lock(run_dir: str | Path) -> None:
     """Take the run directory's write lock (``flock`` on ``RUN/run.lock``, which then holds this pid) until
-    :func:`release` or the end of the process; refuse, naming the holder's pid, if another process holds it."""
+    :func:`release` or the end of the process; refuse, naming the holder's pid, if another process holds it, and
+    refuse a run directory that is not a closed world (:func:`~sharing_lab.runs.rundir.check_closed`): every
+    writer of a run takes this lock first."""
     key = Path(run_dir).resolve()
     if key in _HELD:
         _HELD[key][1] += 1
         return
+    check_closed(key)
     path = key / LOCK
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # never through a link: the lock is a regular file inside the run, written with this process's pid
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise InputError(f"cannot lock run {run_dir}: {path} is a symbolic link; the lock must be a regular "
+                             "file inside the run (remove the link)") from None
         raise InputError(f"cannot lock run {run_dir}: {describe_os_error(error)}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise InputError(f"cannot lock run {run_dir}: {path} is not a regular file (remove it)")
     for attempt in range(5):  # a few tries: lock_holder's probe holds the lock for an instant
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

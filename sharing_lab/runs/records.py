@@ -106,7 +106,7 @@ class RecordWriter:
         for stale in self.run_dir.glob(".*.tmp"):
             stale.unlink()
         for table_dir in self.run_dir.iterdir():
-            if table_dir.is_dir():
+            if table_dir.is_dir() and not table_dir.is_symlink():  # a link leads outside the run: never followed
                 for stale in table_dir.glob(".*.tmp"):
                     stale.unlink()
                 for part in table_dir.glob("part-*.parquet"):

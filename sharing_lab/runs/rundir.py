@@ -108,6 +108,22 @@ def create(out: str | Path, name: str, config: Config, extra: dict) -> Path:
     return run_dir
 
 
+def check_closed(run_dir: str | Path) -> None:
+    """Refuse (one line, naming it) a symbolic link inside the run directory, at its top or one folder down (the
+    record tables): the toolkit writes and deletes only inside a run, so it follows no link there. The run
+    directory itself may be a link."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        inner = [entry] if entry.is_symlink() or not entry.is_dir() else [entry, *entry.iterdir()]
+        for path in inner:
+            if path.is_symlink():
+                raise InputError(f"run {root} holds a symbolic link, {path} -> {os.readlink(path)}; the toolkit "
+                                 "writes and deletes only inside a run and follows no link there: replace it "
+                                 "with what it points to, or remove it")
+
+
 def write_config(run_dir: Path, config: Config, extra: dict) -> None:
     """Write ``config.json``: the resolved configuration, run name, code revision, versions and ``extra``."""
     payload = {

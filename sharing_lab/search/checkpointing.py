@@ -70,12 +70,21 @@ def resume(search: Search) -> bool:
                          "changed (start a new run instead)")
     if saved is not None:
         search.writer.next_part = state.next_part
+        if search.group.is_main:
+            check_stale_parts(search.run_dir, state.next_part, newest_checkpoint(search.run_dir))
         _take_rates(state, cfg)
-        previous = rundir.read_config(search.run_dir)[0] if (search.run_dir / rundir.CONFIG).is_file() else cfg
+        previous, payload = rundir.read_config(search.run_dir) if (search.run_dir / rundir.CONFIG).is_file() \
+            else (cfg, {})
         changed = differences(previous, cfg)  # logging.* (RESUME_FREE) may change on any resume
+        edited = _edited_by_hand(saved.get("config"), cfg, payload)
+        if edited and (not set(edited) <= set(RESUME_CHANGEABLE) or rundir.diverged_info(search.run_dir) is None):
+            raise InputError(f"{search.run_dir / rundir.CONFIG} differs from the configuration of the checkpoint "
+                             f"being resumed in {', '.join(edited)} (edited by hand?); only a diverged run may "
+                             f"change {', '.join(RESUME_CHANGEABLE)} on resume, with --set: restore the file")
+        changed += [key for key in edited if key not in changed]
         training = [key for key in changed if key.partition(".")[0] not in RESUME_FREE]
         if changed and set(training) <= set(RESUME_CHANGEABLE) and search.group.is_main:
-            old, new = flat(previous), flat(cfg)
+            old, new = {**flat(previous), **_flat_dict(saved.get("config"), edited)}, flat(cfg)
             rundir.record_resume(search.run_dir, cfg, {k: (old[k], new[k]) for k in changed}, state.epoch)
         search.log(f"resuming {search.run_dir} at epoch {state.epoch + 1}")
     search.writer.truncate()
@@ -84,6 +93,59 @@ def resume(search: Search) -> bool:
         save_checkpoint(search.run_dir, {**state.state_dict(), "config": to_dict(cfg)})
     search.group.barrier()
     return saved is not None
+
+
+def _flat_dict(mapping, keys: list[str]) -> dict:
+    """``keys`` of a configuration in its :func:`to_dict` form (a checkpoint's), flattened."""
+    values: dict = {}
+    for key in keys:
+        section, _, name = key.partition(".")
+        value = mapping.get(section, {}) if isinstance(mapping, dict) else {}
+        values[key] = value.get(name) if name and isinstance(value, dict) else value
+    return values
+
+
+def _edited_by_hand(saved: object, config: Config, payload: dict) -> list[str]:
+    """Training keys whose value in ``config.json`` differs from the configuration the checkpoint was written
+    with (keys both have; none for a config.json of an older format, whose values were translated)."""
+    if not isinstance(saved, dict) or payload.get("format", 1) < rundir.CONFIG_FORMAT:
+        return []
+    now = flat(config)
+    return [key for key in differences(saved, config) if key.partition(".")[0] not in RESUME_FREE
+            and key in now and _present(saved, key)]
+
+
+def _present(mapping: dict, key: str) -> bool:
+    section, _, name = key.partition(".")
+    inner = mapping.get(section)
+    return (isinstance(inner, dict) and name in inner) if name else section in mapping
+
+
+def newest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint file a resume loads first (the newest present)."""
+    found = [run_dir / name for name in (rundir.CHECKPOINT, rundir.PREVIOUS_CHECKPOINT) if (run_dir / name).is_file()]
+    return found[0] if found else None
+
+
+def check_stale_parts(run_dir: Path, next_part: int, checkpoint_file: Path | None) -> None:
+    """Refuse a resume that would delete record parts its checkpoint does not prove newer than itself: parts
+    numbered ``next_part`` or later are dropped on resume, and each of them must have been written after the
+    checkpoint (a counter that disagrees with the files, e.g. 0 in a crafted checkpoint, would delete them all)."""
+    if checkpoint_file is None:
+        return
+    written = checkpoint_file.stat().st_mtime_ns
+    older = [part for part in sorted(run_dir.glob("*/part-*.parquet"))
+             if not part.parent.is_symlink() and _number(part) is not None and _number(part) >= next_part
+             and part.stat().st_mtime_ns < written]
+    if older:
+        raise InputError(f"{checkpoint_file} says {next_part} record parts were written before it, but "
+                         f"{older[0]} (part {_number(older[0])}) is older than it ({len(older)} such parts); "
+                         "resuming would delete records the checkpoint did not write: nothing was changed")
+
+
+def _number(part: Path) -> int | None:
+    digits = part.stem.partition("-")[2]
+    return int(digits) if digits.isdigit() else None
 
 
 def _take_rates(state: SearchState, config: Config) -> None:

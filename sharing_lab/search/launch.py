@@ -70,17 +70,10 @@ def _make_run_dir(request: Request, config: Config, run_dir: Path | None, group:
         extra = {"seed": config.seed, "device": str(resolve_device(device)),
                  "bn_evaluation": config.search.bn_evaluation, "processes": group.world_size}
         run_dir = rundir.create(request.out, request.name or rundir.default_name(config), config, extra)
-    rundir.lock(run_dir)
-    return run_dir
-
-
-def _make_run_dir(request: Request, config: Config, run_dir: Path | None, group: Group, device: str) -> Path:
-    """The run directory, made (new run) or as given (resume), locked by this process."""
-    if run_dir is None:
-        extra = {"seed": config.seed, "device": str(resolve_device(device)),
-                 "bn_evaluation": config.search.bn_evaluation, "processes": group.world_size}
-        run_dir = rundir.create(request.out, request.name or rundir.default_name(config), config, extra)
     lock(run_dir)
+    if request.resume and (run_dir / rundir.SUMMARY).exists():  # finished while this process waited to lock it
+        release(run_dir)
+        raise InputError(f"run {run_dir} has already finished")
     return run_dir
 
 
