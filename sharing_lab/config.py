@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .fileio import check_depth
+from .limits import AT_LEAST, AT_MOST, CHOICES, FLOAT32_MAX, MAX_WIDTH, SEED_BITS
 from .overrides import coerce, parse_override
 from .registry import PRESETS, register_preset
 
@@ -245,6 +247,7 @@ def load_toml(source: str | Path, base: Config | None = None) -> Config:
     else:
         raise InputError(f"unknown preset {str(source)!r} (presets: {', '.join(preset_names())}); a file is named "
                          "by a path: ./NAME or NAME.toml")
+    check_depth(text, f"config file {source}")
     try:
         mapping = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -290,22 +293,6 @@ def from_dict(mapping: dict) -> Config:
     return from_mapping(mapping, Config())
 
 
-_AT_LEAST = {
-    "data.batch_size": 1, "data.reward_batch_size": 1, "data.eval_batch_size": 1, "data.calibration_images": 1,
-    "data.eval_images": 1, "data.workers": 0, "search.epochs": 1, "search.warmup_epochs": 0,
-    "search.controller_hidden": 1, "search.eval_every": 1, "search.eval_archs": 1, "search.beam_top": 1,
-    "search.prob_samples": 1, "search.gt_every": 1, "sharing.transition_every": 1, "probes.every_steps": 0,
-    "probes.every_epochs": 1,
-    "probes.align_archs": 2, "probes.probe_batch": 1, "retrain.epochs": 1, "retrain.batch_size": 1,
-    "search.lr": 0.0, "search.controller_lr": 0.0, "search.entropy_weight": 0.0,
-    "search.weight_decay": 0.0, "retrain.lr": 0.0, "retrain.weight_decay": 0.0, "runtime.threads": 1,
-}
-_CHOICES = {"search.lr_schedule": ("cosine", "step"),
-            "search.bn_evaluation": ("recalibrated", "batch"),
-            "runtime.precision": ("auto", "fp32", "bf16"),
-            "runtime.memory_format": ("auto", "contiguous", "channels_last")}
-
-
 # Keys a resume may change, only when the run diverged (sharing_lab.search.loop.diverged): the rates that make a step
 # explode. Everything else a resume must repeat or leave out.
 RESUME_CHANGEABLE = ("search.lr", "search.controller_lr", "sharing.transition")
@@ -325,15 +312,26 @@ def check(config: Config) -> None:
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise InputError(f"{key} must be a finite number, got {value}")
+        if any(isinstance(v, float) and abs(v) > FLOAT32_MAX for v in values):
+            raise InputError(f"{key} = {value} overflows float32, the precision training computes in")
+    if not isinstance(config.seed, int) or not 0 <= config.seed < 2**SEED_BITS:
+        raise InputError(f"seed must be an integer in 0..2**{SEED_BITS} - 1, got {config.seed}")
     if not isinstance(config.device, str) or not _DEVICE.fullmatch(config.device):
         raise InputError(f"device must be auto, cpu, cuda or cuda:N, got {config.device!r}")
     if config.runtime.max_supernet_gb <= 0:
         raise InputError(f"runtime.max_supernet_gb must be positive, got {config.runtime.max_supernet_gb}")
-    for key, low in _AT_LEAST.items():
+    for key, low in AT_LEAST.items():
         value = flat[key]
         if value is not None and value < low:
             raise InputError(f"{key} must be at least {low}, got {value}")
-    for key, choices in _CHOICES.items():
+    for key, high in AT_MOST.items():
+        value = flat[key]
+        if value is not None and value > high:
+            raise InputError(f"{key} must be at most {high:,}, got {value:,}")
+    widths = [w for w in (config.model.widths or ()) if isinstance(w, int)]
+    if any(w > MAX_WIDTH for w in widths):
+        raise InputError(f"model.widths must be at most {MAX_WIDTH:,} channels, got {max(widths):,}")
+    for key, choices in CHOICES.items():
         if flat[key] not in choices:
             raise InputError(f"{key} must be one of {', '.join(map(str, choices))}, got {flat[key]!r}")
     for key in ("sharing.phi_fraction", "sharing.phi_at"):
@@ -348,6 +346,10 @@ def check(config: Config) -> None:
     if config.search.warmup_epochs > config.search.epochs:
         raise InputError(f"search.warmup_epochs ({config.search.warmup_epochs}) exceeds search.epochs "
                          f"({config.search.epochs})")
+    for section in ("search", "retrain"):
+        if getattr(config, section).nesterov and getattr(config, section).momentum <= 0:
+            raise InputError(f"{section}.nesterov needs a positive {section}.momentum, got "
+                             f"{getattr(config, section).momentum}")
     if not 0.0 <= config.search.baseline_decay < 1.0:
         raise InputError(f"search.baseline_decay must be in [0, 1), got {config.search.baseline_decay}")
     meta = config.model.meta

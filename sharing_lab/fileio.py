@@ -1,12 +1,18 @@
-"""Atomic file writes: write to a temporary name in the same directory, fsync, rename (DESIGN §5)."""
+"""Atomic file writes (write to a temporary name in the same directory, fsync, rename; DESIGN §5), and reading
+the JSON and TOML a user hands us as hostile input: regular files only, nesting bounded before a parser recurses."""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from .errors import InputError
+
+MAX_DEPTH = 64  # brackets a configuration, record or summary nests at most (Python's parsers recurse per level)
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -41,3 +47,46 @@ def atomic_write_json(path: str | Path, obj: object) -> None:
             handle.write("\n")
 
     atomic_write(path, write)
+
+
+def check_depth(text: str, source: str) -> None:
+    """Refuse JSON or TOML text whose arrays and tables nest deeper than :data:`MAX_DEPTH` (a parser would
+    recurse into it until Python's stack gives out), naming ``source``; quoted strings and TOML comments are skipped."""
+    depth, quote, escaped, comment = 0, None, False, False
+    for char in text:
+        if comment:
+            comment = char != "\n"
+        elif quote is not None:
+            if escaped:
+                escaped = False
+            elif char == "\\" and quote == '"':
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "#":  # a TOML comment (JSON has none outside strings)
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise InputError(f"{source} nests deeper than {MAX_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+
+
+def read_json(path: str | Path, what: str = "file") -> object:
+    """The JSON value in ``path``, read as hostile input: a regular file, nesting bounded; any problem is one
+    :class:`InputError` naming the file."""
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise InputError(f"{what} {path} is not a regular file")
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path} cannot be read: {error}") from None
+    check_depth(text, f"{what} {path}")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise InputError(f"{what} {path} is not valid JSON: {error}") from None

@@ -10,6 +10,7 @@ import typing
 from typing import Any
 
 from .errors import InputError
+from .fileio import check_depth
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -19,6 +20,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not sep or not key:
         raise InputError(f"--set needs key=value, got {text!r}")
     raw = raw.strip()
+    check_depth(raw, f"--set {key}")
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:

@@ -17,6 +17,8 @@ ENTRY_POINT_GROUP = "sharing_lab.plugins"
 
 def load_plugin(spec: str) -> None:
     """Import the plugin ``spec``: a module name on the path, or a ``.py`` file."""
+    if not spec.strip():
+        raise InputError("--plugin needs a module name or a .py file, got an empty name")
     path = Path(spec)
     try:
         if spec.endswith(".py"):
@@ -31,7 +33,10 @@ def load_plugin(spec: str) -> None:
             importlib.import_module(spec)
     except ModuleNotFoundError as error:
         raise InputError(f"plugin {spec!r} cannot be imported: {error}") from None
-    except (TypeError, SyntaxError, ImportError) as error:
+    except InputError:
+        raise
+    except Exception as error:  # whatever a plugin's own code raises on import: one line naming it
+        sys.modules.pop(f"sharing_lab_plugin_{path.stem}", None)
         raise InputError(f"plugin {spec!r} failed to load: {type(error).__name__}: {error}") from None
 
 

@@ -3,7 +3,6 @@ operators per step (``--ops``); where a whole search's time goes (``--phases``).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import click
 from ..analysis.bench import loop_ops, ops_report, phases, probe_overhead, run_benchmarks
 from ..compute.runtime import resolve_device
 from ..config import resolve
+from .console import echo_json
 
 
 @click.command()
@@ -49,7 +49,7 @@ def bench(ctx, device, repeats, batch, precision, memory_format, ops, phases, co
     report = run_benchmarks(resolved, repeats, batch, probes["probe_overhead"], precision, memory_format)
     report["probe_detail"] = probes
     if as_json:
-        click.echo(json.dumps(report))
+        echo_json(report)
         return
     click.echo(f"device {report['device']} (torch {report['torch']}, {report['threads']} threads, "
                f"{report['precision']}, {report['memory_format']}), ResNet-20 32x32 batch {batch}, random "
@@ -71,7 +71,7 @@ def _bench_phases(config_file: str | None, overrides: tuple[str, ...], device: s
     with tempfile.TemporaryDirectory() as scratch:
         report = phases(config, Path(scratch) / "bench")
     if as_json:
-        click.echo(json.dumps(report))
+        echo_json(report)
         return
     click.echo(f"{report['epochs']} epochs, {report['steps']} weight steps on {report['device']}, "
                f"{report['threads']} thread{'s' if report['threads'] != 1 else ''} in the loop")
@@ -91,7 +91,7 @@ def _bench_ops(batch: int, as_json: bool) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         report["ops"].update(loop_ops(loop, Path(scratch) / "ops"))
     if as_json:
-        click.echo(json.dumps(report))
+        echo_json(report)
         return
     click.echo(f"aten operators per step (CPU, torch {report['torch']}): {report['model']}, widths "
                f"{','.join(map(str, report['widths']))}, {report['granularity']} granularity, {report['scheme']}, "

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 
 import click
 
@@ -13,6 +13,7 @@ from ..data.protocol import load_data
 from ..errors import InputError
 from ..search.replay import budget, calibrate_tau, replay
 from ..space.search_space import build_space
+from .console import echo_json
 
 
 def _shape(text: str | None) -> tuple[int, int, int] | None:
@@ -48,6 +49,9 @@ def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_ep
     """The budget of a search in the paper's proportions (warm-up share, controller updates per decision, weight
     lr during the transition, where Φ gets to) and its Φ trajectory, replayed without data (P/Q get no task
     gradient, so the replay is the search's Φ exactly)."""
+    for option, value in (("--fraction", fraction), ("--at", at)):
+        if not math.isfinite(value):
+            raise InputError(f"{option} must be a number in (0, 1], got {value}")
     config = resolve(config_file, overrides)
     dims = _shape(shape)
     if dims is None or steps_per_epoch is None:
@@ -69,7 +73,7 @@ def budget_command(config_file, overrides, calibrate, fraction, at, steps_per_ep
     result["steps_per_epoch"] = steps_per_epoch
     result["phi"] = [] if trajectory is None else trajectory.rows.to_dict("records")
     if as_json:
-        click.echo(json.dumps(result))
+        echo_json(result)
         return
     paper = result["paper"]
     transition = transition_of(config.sharing, space.scheme)

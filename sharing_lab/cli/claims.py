@@ -3,15 +3,13 @@ figures/README.md holds) or JSON; ``--plan``: the seeds and recipe commands that
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 import click
 
 from ..errors import InputError
 from ..runs.sweeps import find_run_dirs
-from .console import fail
+from .console import echo_json, fail
 
 
 def _number(value: float | None, digits: int = 4) -> str:
@@ -79,17 +77,6 @@ def _show_plan(results, steps) -> None:
             click.echo(f"    {step.command}")
 
 
-def _clean(value):
-    """JSON-safe: NaN and infinities as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _clean(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(item) for item in value]
-    return value
-
-
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (raw and adjusted p-values and "
@@ -139,7 +126,7 @@ def claims(paths, as_json, markdown, split_by, planned, scale) -> None:
             click.echo(", ".join(f"{total[v]} {v}" for v in VERDICTS) + f" (Holm-adjusted over the {tested} claims "
                        f"tested at α = {ALPHA:g}; a verdict needs >= {MIN_SEEDS} seeds per arm and spread in each)")
     if as_json:
-        click.echo(json.dumps(_clean(payload)))
+        echo_json(payload)
 
 
 COMMANDS = (claims,)

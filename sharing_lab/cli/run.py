@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -28,7 +27,7 @@ from ..search.launch import start
 from ..search.loop import run
 from ..search.request import Request
 from ..search.session import Search, open_search
-from .console import fail, log, progress
+from .console import echo_json, fail, log, progress
 
 
 def draw_summary(run_dir: Path) -> Path | None:
@@ -137,7 +136,7 @@ def beam(run_dir, top, as_json) -> None:
         widths = search.space.widths_of(arch)
         rows.append({"rank": rank, "widths": list(widths), "macs": search.space.macs(arch), "log_prob": log_prob})
     if as_json:
-        click.echo(json.dumps({"run": str(run_dir), "top": rows}))
+        echo_json({"run": str(run_dir), "top": rows})
         return
     for row in rows:
         click.echo(f"{row['rank']:>3}  log p {row['log_prob']:9.3f}  {row['macs'] / 1e6:9.3f}M MACs  "

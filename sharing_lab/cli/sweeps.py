@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from ..errors import InputError
 from ..runs import rundir
 from ..runs.sweeps import STATES, find_run_dirs, list_runs
 from ..runs.tensorboard import event_files, export_run
+from .console import echo_json
 
 
 def _number(value, spec: str) -> str:
@@ -30,7 +30,7 @@ def runs_command(sweep_dir, as_json) -> None:
     rows = list_runs(sweep_dir)
     counts = {state: sum(row["state"] == state for row in rows) for state in STATES}
     if as_json:
-        click.echo(json.dumps({"sweep": str(sweep_dir), "counts": counts, "runs": rows}))
+        echo_json({"sweep": str(sweep_dir), "counts": counts, "runs": rows})
         return
     keys = list(rows[0]["config"]) if rows else []
     name_width = max(len(row["run"]) for row in rows)

@@ -3,7 +3,6 @@ commands are in :mod:`sharing_lab.cli.run`, the benchmarks in :mod:`sharing_lab.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from ..runs.sweeps import find_run_dirs
 from ..space.flops import count
 from ..space.layout import build_layout
 from ..truth.table import groundtruth, read_table_file, spread, summarise
-from .console import fail, log
+from .console import echo_json, fail, log
 
 
 @click.command("list")
@@ -30,7 +29,7 @@ def list_command(as_json) -> None:
     """What is registered: models, datasets, sharing schemes, probes and configuration presets (--config NAME)."""
     table = {"models": MODELS, "datasets": DATASETS, "schemes": SCHEMES, "probes": PROBES, "presets": PRESETS}
     if as_json:
-        click.echo(json.dumps({kind: registry.names() for kind, registry in table.items()}))
+        echo_json({kind: registry.names() for kind, registry in table.items()})
         return
     for kind, registry in table.items():
         click.echo(f"{kind}:")
@@ -90,7 +89,7 @@ def flops(model, widths, granularity, candidates, image_size, num_classes, in_ch
         "params": cost.params,
     }
     if as_json:
-        click.echo(json.dumps(result))
+        echo_json(result)
         return
     click.echo(f"{model} at {layout.image_size}x{layout.image_size} ({layout.granularity} granularity, "
                f"{layout.num_decisions} decisions)")
@@ -103,13 +102,13 @@ def flops(model, widths, granularity, candidates, image_size, num_classes, in_ch
 @click.command()
 @click.option("--samples", type=click.IntRange(min=1000), default=200_000, show_default=True,
               help="Monte-Carlo samples of the meta-weight per covariance check.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
 def theorem(samples, seed, as_json) -> None:
     """Check Theorem 3.1 numerically; exit status 1 if a check fails."""
     report = run_checks(samples=samples, seed=seed)
     if as_json:
-        click.echo(json.dumps(report))
+        echo_json(report)
     else:
         width = max(len(c["name"]) for c in report["checks"])
         for check in report["checks"]:
@@ -155,7 +154,7 @@ def groundtruth_show(space, as_json) -> None:
     rows = groundtruth(space)
     figures, table = spread(rows), summarise(rows)
     if as_json:
-        click.echo(json.dumps({"space": space, "spread": figures, "architectures": table.to_dict("records")}))
+        echo_json({"space": space, "spread": figures, "architectures": table.to_dict("records")})
         return
     click.echo(f"{space}: {figures['architectures']} architectures x {figures['seeds']} seeds; best "
                f"{figures['best']:.4f}, median {figures['median']:.4f}, gap {figures['gap']:.4f} = "

@@ -7,7 +7,6 @@ names a ``source``) holds retraining records only and is marked ``kind = "retrai
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from ..aps.schemes.base import get_scheme
 from ..aps.transition import Transition, transition_of
 from ..config import SharingConfig
 from ..errors import InputError
+from ..fileio import read_json
 from ..runs.records import SCHEMAS, read_run_table
 from ..runs.rundir import SUMMARY, read_config
 from ..runs.sweeps import find_run_dirs
@@ -82,10 +82,13 @@ class Run:
 
     def payload_summary(self) -> dict:
         """``summary.json`` of a finished run (empty when it has none or it cannot be read)."""
-        try:
-            return json.loads((self.path / SUMMARY).read_text())
-        except (OSError, ValueError):
+        if not (self.path / SUMMARY).exists():
             return {}
+        try:
+            summary = read_json(self.path / SUMMARY)
+        except InputError:
+            return {}
+        return summary if isinstance(summary, dict) else {}
 
     def steps_per_epoch(self) -> float:
         """Training steps per epoch as the search recorded it (the first ``steps_per_epoch`` scalar), or

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,8 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 def load_file(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` onto the CPU: the package's one way to read a checkpoint. Only
     tensors and plain containers are unpickled; anything else raises ``pickle.UnpicklingError``, unrun."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block the read or never end
+        raise ValueError(f"{path} is not a regular file")
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -90,6 +94,8 @@ def _unreadable(path: Path, error: Exception) -> str:
     if refused:
         return (f"{path} holds {refused.group(1)}, not only tensors and plain containers (not loaded: it could "
                 "run code)")
+    if isinstance(error, ValueError) and "not a regular file" in str(error):
+        return f"{path} is not a regular file"
     return f"{path} is unreadable ({type(error).__name__})"
 
 

@@ -24,7 +24,7 @@ import torch
 
 from ..config import RESUME_CHANGEABLE, Config, from_dict, to_dict
 from ..errors import InputError, describe_os_error
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, read_json
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
@@ -147,8 +147,8 @@ def read_config(run_dir: str | Path) -> tuple[Config, dict]:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise InputError(f"{run_dir} is not a run directory (no {CONFIG})")
+    payload = read_json(path, "run configuration")
     try:
-        payload = json.loads(path.read_text())
         version = payload.get("format", 1)
         if not isinstance(version, int) or version > CONFIG_FORMAT:
             raise InputError(f"{path} has format {version!r}; this sharing-lab reads formats 1..{CONFIG_FORMAT}")
@@ -183,10 +183,13 @@ def mark_diverged(run_dir: Path, details: dict) -> None:
 def diverged_info(run_dir: Path) -> dict | None:
     """What :func:`mark_diverged` wrote, or None when the run has not diverged (since its last resume)."""
     path = Path(run_dir) / DIVERGED
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    if not path.exists():
         return None
+    try:
+        info = read_json(path)
+    except InputError:
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def record_resume(run_dir: Path, config: Config, changed: dict[str, tuple[Any, Any]], epoch: int) -> None:

@@ -10,7 +10,6 @@ continues it from its last checkpoint).
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ import pandas as pd
 
 from ..config import flat
 from ..errors import InputError
+from ..fileio import read_json
 from . import rundir
 from .locking import lock_holder
 from .records import read_run_table
@@ -144,11 +144,12 @@ def describe_run(run_dir: Path, varying: dict | None = None) -> dict:
            "seed": config.seed, "val_acc_mean": _last(scalars, "val_acc_mean"),
            "val_acc_max": _last(scalars, "val_acc_max"), "phi": _last(scalars, "phi"), "config": varying or {}}
     if row["state"] == "finished":
-        try:
-            summary = json.loads((run_dir / rundir.SUMMARY).read_text())
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise InputError(f"{run_dir / rundir.SUMMARY} is corrupt: {error}") from None
+        summary = read_json(run_dir / rundir.SUMMARY, "run summary")
+        if not isinstance(summary, dict):
+            raise InputError(f"{run_dir / rundir.SUMMARY} is corrupt: a JSON object expected, got "
+                             f"{type(summary).__name__}")
         exported = summary.get("exported", {})
+        exported = exported if isinstance(exported, dict) else {}
         row.update(epochs_done=summary.get("epochs", epochs), widths=_widths(exported.get("widths")),
                    macs=exported.get("macs"), acc=exported.get("acc"), test_acc=exported.get("test_acc"),
                    phi=summary.get("final_phi", row["phi"]))

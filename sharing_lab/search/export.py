@@ -12,8 +12,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..config import MAX_WIDTH
 from ..errors import InputError
-from ..fileio import atomic_write_json
+from ..fileio import atomic_write_json, read_json
 from ..runs.rundir import EXPORT
 from ..space.flops import count
 from ..space.layout import Layout, build_layout
@@ -65,14 +66,18 @@ def load_export(path: str | Path) -> tuple[Layout, list[int], dict]:
         path = path / EXPORT
     if not path.is_file():
         raise InputError(f"no exported architecture at {path}")
+    payload = read_json(path, "exported architecture")
+    if not isinstance(payload, dict):
+        raise InputError(f"{path} is not an exported architecture: a JSON object expected")
     try:
-        payload = json.loads(path.read_text())
         layout = build_layout(payload["model"], payload["granularity"], num_classes=payload["num_classes"],
                               in_channels=payload["in_channels"], image_size=payload["image_size"])
         widths = payload["widths"]
         if not isinstance(widths, list) or not all(_integral(w) for w in widths):
             raise ValueError(f"widths must be a list of integers, got {widths!r}")
         widths = [int(w) for w in widths]
+        if any(w > MAX_WIDTH for w in widths):
+            raise ValueError(f"widths must be at most {MAX_WIDTH:,} channels, got {max(widths):,}")
         layout.check_widths(widths)
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, OverflowError) as error:
         raise InputError(f"{path} is not an exported architecture: {error}") from None

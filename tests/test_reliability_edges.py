@@ -1,0 +1,106 @@
+"""Bad input at the edge (issue 26): configuration values checked once with their cross-field rules and the
+precision they are used in, nesting bounded before a parser recurses, work whose size the user sets bounded up
+front, plugins that fail on import, sweep values of the wrong type, a FIFO where a checkpoint should be, and JSON
+output that is standard JSON. Each: exit 2, one line, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from test_reliability_closed import fingerprint
+
+from sharing_lab.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "records" / "embedded" / "oit-ordinal-s0"
+DEEP = "[" * 3000 + "1" + "]" * 3000
+
+
+def run_cli(args, capsys) -> tuple[object, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(arg) for arg in args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def setup(tmp_path: Path) -> dict[str, Path]:
+    """Files the cases read: a deep TOML, a run whose config.json nests 100,000 deep, a finished run whose
+    summary.json is a list, arch.json files with absurd widths, a plugin that raises, two sweeps, a run whose
+    checkpoint is a FIFO."""
+    (tmp_path / "deep.toml").write_text(f"[search]\nlr = {DEEP}\n")
+    deep_run = tmp_path / "deep-run"
+    deep_run.mkdir()
+    (deep_run / "config.json").write_text('{"format": 5, "config": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    listed = tmp_path / "listed" / "run"
+    listed.mkdir(parents=True)
+    shutil.copy(RUN / "config.json", listed / "config.json")
+    (listed / "summary.json").write_text("[1, 2]")
+    arch = json.loads((RUN / "arch.json").read_text())
+    for name, width in (("huge", 10**30), ("big", 100_000)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({**arch, "widths": [width] * 3}))
+    (tmp_path / "badplugin.py").write_text("raise RuntimeError('boom')\n")
+    (tmp_path / "top.toml").write_text('[sweep]\nname = "s"\nretrain_top = "x"\n[[sweep.runs]]\nname = "a"\n'
+                                       'set = ["seed=0"]\n')
+    many = ", ".join(map(str, range(1000)))
+    (tmp_path / "many.toml").write_text(f'[sweep]\nname = "m"\n[sweep.grid]\nseed = [{many}]\n'
+                                        f'"search.lr" = [{many}]\n')
+    fifo_run = tmp_path / "fifo-run"
+    shutil.copytree(RUN, fifo_run)
+    os.mkfifo(fifo_run / "checkpoint.pt")
+    return {"tmp": tmp_path, "deep_run": deep_run, "listed": listed.parent, "fifo_run": fifo_run}
+
+
+CASES = {
+    "negative momentum": (["run-search", "--set", "search.momentum=-1"], "search.momentum must be at least 0"),
+    "nesterov without momentum": (["run-search", "--set", "search.nesterov=true", "--set", "search.momentum=0"],
+                                  "search.nesterov needs a positive search.momentum"),
+    "nesterov without momentum (retrain)": (["run-search", "--set", "retrain.momentum=0"],
+                                            "retrain.nesterov needs a positive retrain.momentum"),
+    "seed beyond 64 bits": (["run-search", "--seed", str(2**70)], "seed must be an integer in 0..2**63 - 1"),
+    "theorem seed beyond 64 bits": (["theorem", "--seed", str(2**70)], "--seed"),
+    "a float that overflows float32": (["run-search", "--set", "search.weight_decay=1e300"], "overflows float32"),
+    "--set nested 3000 deep": (["run-search", "--set", f"model.widths={DEEP}"], "nests deeper than 64 levels"),
+    "TOML nested 3000 deep": (["run-search", "--config", "{tmp}/deep.toml"], "nests deeper than 64 levels"),
+    "config.json nested 100,000 deep": (["run-search", "--resume", "{deep_run}"], "nests deeper than 64 levels"),
+    "summary.json holding a list": (["runs", "{listed}"], "a JSON object expected, got list"),
+    "calibrating to a NaN fraction": (["budget", "--calibrate", "--fraction", "nan"], "--fraction must be a number"),
+    "a billion epochs": (["budget", "--no-replay", "--set", "search.epochs=1000000000"],
+                         "search.epochs must be at most 100,000"),
+    "widths of 10^30": (["retrain", "{tmp}/huge.json", "--out", "{tmp}/retrained"], "at most 65,536 channels"),
+    "widths of 100,000": (["retrain", "{tmp}/big.json", "--out", "{tmp}/retrained"], "at most 65,536 channels"),
+    "a plugin that raises": (["--plugin", "{tmp}/badplugin.py", "list"], "failed to load: RuntimeError: boom"),
+    "an empty plugin name": (["--plugin", "", "list"], "got an empty name"),
+    "retrain_top of the wrong type": (["recipe", "{tmp}/top.toml", "--out", "{tmp}/sweep"],
+                                      "retrain_top must be a whole number"),
+    "a sweep of a million runs": (["recipe", "{tmp}/many.toml", "--out", "{tmp}/sweep"], "at most 10,000"),
+    "a FIFO as the checkpoint": (["beam", "{fifo_run}", "--top", "2"], "is not a regular file"),
+}
+
+
+@pytest.mark.skipif(not RUN.is_dir(), reason="no committed records in this checkout")
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a run-search that got through would write runs/ here
+    places = setup(tmp_path)
+    args, fragment = CASES[case]
+    before = fingerprint(tmp_path)
+    code, out, err = run_cli([arg.format(**places) for arg in args], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in out + err, (code, err)
+    assert fragment in lines[0], lines[0]
+    assert fingerprint(tmp_path) == before
+
+
+def test_json_output_is_standard_json(capsys):
+    """``budget --json`` (whose replay fields are NaN without a replay) parses with a strict reader."""
+    code, out, _ = run_cli(["budget", "--no-replay", "--json"], capsys)
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {constant}")
+
+    assert code in (0, None)
+    json.loads(out, parse_constant=refuse)
