@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from sharing_lab.data.image_transforms import decode, eval_transform
-from sharing_lab.data.imagenet import ImageFolderBundle, imagenet
+from sharing_lab.data.imagenet import ImageFolderBundle, imagenet, scan_image_folder
 from sharing_lab.data.protocol import Dataset
 from sharing_lab.errors import InputError
 from sharing_lab.registry import DATASETS
@@ -227,3 +227,12 @@ def test_resnet18_search_on_tiny_jpegs(tree, tmp_path):
                             env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (out / "tiny" / "summary.json").exists()
+
+
+def test_an_image_that_is_a_fifo_is_refused_before_loading(tmp_path):
+    """A FIFO named like an image would block the loader (and with it SIGTERM): the scan refuses it by name."""
+    root = make_tree(tmp_path / "tree")
+    klass = sorted((root / "train").iterdir())[0]
+    os.mkfifo(klass / "zz-fifo.JPEG")
+    with pytest.raises(InputError, match="zz-fifo.JPEG: not a regular file"):
+        scan_image_folder(root)

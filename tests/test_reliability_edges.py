@@ -51,6 +51,8 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     fifo_run = tmp_path / "fifo-run"
     shutil.copytree(RUN, fifo_run)
     os.mkfifo(fifo_run / "checkpoint.pt")
+    (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
     return {"tmp": tmp_path, "deep_run": deep_run, "listed": listed.parent, "fifo_run": fifo_run}
 
 
@@ -78,6 +80,8 @@ CASES = {
                                       "retrain_top must be a whole number"),
     "a sweep of a million runs": (["recipe", "{tmp}/many.toml", "--out", "{tmp}/sweep"], "at most 10,000"),
     "a FIFO as the checkpoint": (["beam", "{fifo_run}", "--top", "2"], "is not a regular file"),
+    "--out a device": (["run-search", "--out", "/dev/null"], "--out /dev/null is not a directory"),
+    "--out a link loop": (["run-search", "--out", "{tmp}/loopA"], "Too many levels of symbolic links"),
 }
 
 
@@ -104,3 +108,13 @@ def test_json_output_is_standard_json(capsys):
 
     assert code in (0, None)
     json.loads(out, parse_constant=refuse)
+
+
+def test_a_diverged_controller_is_told_which_rate_to_lower(tmp_path, capsys):
+    """The hint names search.controller_lr (the rate that blew up the controller), not search.lr."""
+    from test_reliability import TINY, _sets
+
+    code, _, err = run_cli(["run-search", "--out", tmp_path, "--name", "run", *_sets(*TINY),
+                            "--set", "search.controller_lr=1e30"], capsys)
+    assert code == 2 and "controller's weights are not finite" in err, err
+    assert "--set search.controller_lr=1e+29" in err

@@ -88,6 +88,7 @@ def create(out: str | Path, name: str, config: Config, extra: dict) -> Path:
     """Make a new run directory and write its ``config.json``; refuse an existing one or a bad name, and leave
     nothing behind when the OS refuses (read-only, full disk)."""
     run_dir = Path(out) / check_name(name)
+    check_out(out)
     if run_dir.exists():
         raise InputError(f"run directory {run_dir} already exists: use --resume {run_dir} or another --name")
     try:
@@ -106,6 +107,19 @@ def create(out: str | Path, name: str, config: Config, extra: dict) -> Path:
         run_dir.rmdir()
         raise InputError(f"cannot write {run_dir / CONFIG}: {describe_os_error(error)}") from None
     return run_dir
+
+
+def check_out(out: str | Path) -> None:
+    """Refuse an output directory that is not one: a file or device (``/dev/null``), a symbolic-link loop."""
+    path = Path(out)
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return  # made with its parents
+    except OSError as error:  # ELOOP and the like
+        raise InputError(f"--out {out}: {describe_os_error(error)}") from None
+    if not path.is_dir():
+        raise InputError(f"--out {out} is not a directory")
 
 
 def check_closed(run_dir: str | Path) -> None:

@@ -73,8 +73,9 @@ class DivergenceGuard:
         """After a failed draw (torch.multinomial refuses NaN probabilities): the controller diverged when its
         weights are not finite; otherwise the caller re-raises the error."""
         if not all(torch.isfinite(p).all() for p in self.state.controller.parameters()):
+            rate = self.state.reinforce.optimizer.param_groups[0]["lr"]
             self.diverged(f"the controller's weights are not finite at epoch {self.state.epoch}, step "
-                          f"{self.state.step}")
+                          f"{self.state.step}", ("search.controller_lr", rate))
 
     def end_epoch(self, loss_sum: float) -> None:
         """At the epoch's end (every rank): the counted steps, the epoch's summed loss and the BN statistics."""
@@ -94,9 +95,12 @@ class DivergenceGuard:
             if broken:
                 self.diverged(f"{broken} BatchNorm running statistics are not finite after epoch {epoch}")
 
-    def diverged(self, message: str) -> None:
+    def diverged(self, message: str, rate: tuple[str, float] | None = None) -> None:
         """Stop the search: mark the run as diverged and raise :class:`TrainingDiverged` with the command that
-        resumes it at a lower learning rate. The rows of the unfinished epoch are dropped."""
+        resumes it at a lower learning rate (``rate``: the key to lower and its value; default the weights'
+        search.lr). The rows of the unfinished epoch are dropped."""
+        key, value = rate or ("search.lr", self.lr)
+        others = ", ".join(k for k in ("search.lr", "search.controller_lr") if k != key)
         try:
             saved = load_checkpoint(self.run_dir, self.log)
         except InputError:
@@ -108,8 +112,8 @@ class DivergenceGuard:
         raise TrainingDiverged(
             f"training diverged: {message}; the last good state (epoch {epoch}) is the checkpoint in {self.run_dir}; "
             f"resume it with a lower learning rate: sharing-lab run-search --resume {self.run_dir} "
-            f"--set search.lr={self.lr / 10:g} (search.controller_lr, and sharing.transition when it is a constant "
-            "rate, may be changed the same way)")
+            f"--set {key}={value / 10:g} ({others}, and sharing.transition when it is a constant rate, may be "
+            "changed the same way)")
 
     def _gradient_norm(self) -> torch.Tensor:
         grads = [p.grad for p in self._parameters if p.grad is not None]
