@@ -118,3 +118,54 @@ def test_a_diverged_controller_is_told_which_rate_to_lower(tmp_path, capsys):
                             "--set", "search.controller_lr=1e30"], capsys)
     assert code == 2 and "controller's weights are not finite" in err, err
     assert "--set search.controller_lr=1e+29" in err
+
+
+def _first_part(run: Path, table: str) -> Path:
+    return sorted((run / table).glob("part-*.parquet"))[0]
+
+
+RECORD_CASES = {  # table, the change to its first part, the commands that read it, what the refusal says
+    "a part without its step column": ("scalars", lambda f: f.drop(columns=["step"]), ["runs", "claims"],
+                                       "lacks the column(s) step of the scalars table"),
+    "epochs all NaN": ("scalars", lambda f: f.assign(epoch=float("nan")), ["runs", "claims", "tensorboard"],
+                       "column epoch must hold whole numbers"),
+    "steps that are text": ("scalars", lambda f: f.assign(step=f["step"].astype(str) + "x"), ["runs", "claims"],
+                            "column step must hold whole numbers"),
+    "widths like x,y": ("archs", lambda f: f.assign(widths="x,y"), ["claims", "export", "retrain"],
+                        "column widths must hold comma-separated whole numbers"),
+}
+COMMANDS = {"runs": ["runs", "{parent}"], "claims": ["claims", "{parent}"],
+            "tensorboard": ["tensorboard", "{run}", "--out", "{parent}/tb"],
+            "export": ["export", "{run}", "--rank", "1"], "retrain": ["retrain", "{run}", "--top", "1"]}
+
+
+@pytest.mark.skipif(not RUN.is_dir(), reason="no committed records in this checkout")
+@pytest.mark.parametrize("case", sorted(RECORD_CASES))
+def test_records_that_do_not_match_their_schema_are_named(case, tmp_path, capsys):
+    import pandas as pd
+
+    table, change, commands, fragment = RECORD_CASES[case]
+    run = tmp_path / "sweep" / "run"
+    shutil.copytree(RUN, run)
+    part = _first_part(run, table)
+    change(pd.read_parquet(part)).to_parquet(part)
+    before = fingerprint(tmp_path)
+    for command in commands:
+        code, out, err = run_cli([arg.format(run=run, parent=run.parent) for arg in COMMANDS[command]], capsys)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and "Traceback" not in out + err, (command, code, err)
+        assert fragment in lines[0] and str(part) in lines[0], (command, lines[0])
+    assert fingerprint(tmp_path) == before
+
+
+def test_a_foreign_file_among_the_parts_is_left_alone_on_resume(tmp_path):
+    """``part-abc.parquet`` is not a part the run wrote: resume neither reads nor deletes it (it used to raise)."""
+    from sharing_lab.runs.records import RecordWriter, read_run_table
+
+    run = tmp_path / "run"
+    shutil.copytree(RUN, run)
+    (run / "scalars" / "part-abc.parquet").write_bytes(b"not ours")
+    writer = RecordWriter(run, "run", next_part=1)
+    writer.truncate()
+    assert (run / "scalars" / "part-abc.parquet").read_bytes() == b"not ours"
+    assert len(read_run_table(run, "scalars")) > 0

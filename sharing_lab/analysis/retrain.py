@@ -26,7 +26,7 @@ from ..config import Config, from_mapping, resolve
 from ..data.protocol import load_data
 from ..errors import InputError
 from ..runs import rundir
-from ..runs.records import RecordWriter, read_run_table
+from ..runs.records import RecordWriter, part_number, read_run_table
 from ..search.accuracy import accuracy, member_accuracies
 from ..search.export import load_export
 from ..space.flops import count
@@ -141,7 +141,7 @@ def retrain(
 
 
 def _next_part(run_dir: Path) -> int:
-    parts = [int(p.stem.split("-")[1]) for p in run_dir.glob("*/part-*.parquet")]
+    parts = [number for p in run_dir.glob("*/part-*.parquet") if (number := part_number(p)) is not None]
     return max(parts, default=-1) + 1
 
 

@@ -7,6 +7,7 @@ after its checkpoint (:meth:`RecordWriter.truncate`), so no row is duplicated.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -50,8 +51,41 @@ OPTIONAL: dict[str, dict[str, pa.DataType]] = {
 }
 
 
-def _part_number(path: Path) -> int:
-    return int(path.stem.split("-")[1])
+PART = re.compile(r"part-(\d+)\.parquet")
+WIDTHS = re.compile(r"\d+(,\d+)*")
+
+
+def part_number(path: Path) -> int | None:
+    """The number of a record part (``part-000012.parquet`` → 12); None for a file of another name (not ours)."""
+    found = PART.fullmatch(path.name)
+    return int(found.group(1)) if found else None
+
+
+def part_files(table_dir: Path) -> list[Path]:
+    """The record parts of one table folder, in part order (other files, and links, are not the run's)."""
+    if not table_dir.is_dir() or table_dir.is_symlink():
+        return []
+    parts = [path for path in table_dir.iterdir() if part_number(path) is not None and not path.is_symlink()]
+    return sorted(parts, key=part_number)
+
+
+def check_part(frame: pd.DataFrame, name: str, part: Path) -> None:
+    """Refuse (naming the file) a part of a known table that lacks a column of its schema, or whose integer
+    columns are not whole numbers or whose ``widths`` are not comma-separated whole numbers."""
+    schema = SCHEMAS.get(name)
+    if schema is None or frame.empty:
+        return
+    missing = [column for column in schema if column not in frame]
+    if missing:
+        raise InputError(f"record file {part} lacks the column(s) {', '.join(missing)} of the {name} table")
+    for column, kind in schema.items():
+        values = frame[column]
+        if pa.types.is_integer(kind):
+            numbers = pd.to_numeric(values, errors="coerce")
+            if numbers.isna().any() or not (numbers == numbers.round()).all():
+                raise InputError(f"record file {part}: column {column} must hold whole numbers")
+        elif column == "widths" and not values.map(lambda w: isinstance(w, str) and bool(WIDTHS.fullmatch(w))).all():
+            raise InputError(f"record file {part}: column widths must hold comma-separated whole numbers")
 
 
 class RecordWriter:
@@ -109,8 +143,8 @@ class RecordWriter:
             if table_dir.is_dir() and not table_dir.is_symlink():  # a link leads outside the run: never followed
                 for stale in table_dir.glob(".*.tmp"):
                     stale.unlink()
-                for part in table_dir.glob("part-*.parquet"):
-                    if _part_number(part) >= self.next_part:
+                for part in part_files(table_dir):
+                    if part_number(part) >= self.next_part:
                         part.unlink()
 
 
@@ -132,19 +166,21 @@ def read_run_table(run_dir: str | Path, name: str) -> pd.DataFrame:
     """The table ``name`` of one run directory: the union of its parts, in part order (empty with the schema's
     columns when it has none)."""
     table_dir = Path(run_dir) / name
-    parts = sorted(table_dir.glob("part-*.parquet")) if table_dir.is_dir() else []
+    parts = part_files(table_dir)
     if not parts:
         columns = ["run", *SCHEMAS.get(name, {})]
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     frames = []
     for part in parts:
         try:
-            frames.append(pq.read_table(part).to_pandas())
+            frame = pq.read_table(part).to_pandas()
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"record file {part} is corrupt: {error}") from None
+        check_part(frame, name, part)
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 
 def has_records(run_dir: Path) -> bool:
     """Whether the run holds record part files (``<table>/part-*.parquet``)."""
-    return any(Path(run_dir).glob("*/part-*.parquet"))
+    return any(part_number(path) is not None for path in Path(run_dir).glob("*/part-*.parquet"))

@@ -17,6 +17,7 @@ Afterwards (``sharing-lab tensorboard RUN…``): :func:`export_run` writes a run
 from __future__ import annotations
 
 import math
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -95,12 +96,19 @@ def export_run(run_dir: str | Path, logdir: str | Path) -> int:
     if event_files(logdir):
         raise InputError(f"{logdir} already holds TensorBoard event files (written live, or exported before); "
                          "remove them or export elsewhere with --out DIR")
+    frames = {table: read_run_table(run_dir, table) for table in TABLES}  # every record checked before a write
+    made = not logdir.exists()
     sink = EventSink(logdir)
     try:
-        for table in TABLES:
-            frame = read_run_table(run_dir, table)
+        for table, frame in frames.items():
             if len(frame):
                 sink.write(table, frame.to_dict("records"))
-    finally:
         sink.close()
+    except BaseException:  # a full disk: leave no partial event file, nor the folder this call made
+        sink.close()
+        for path in event_files(logdir):
+            path.unlink(missing_ok=True)
+        if made:
+            shutil.rmtree(logdir, ignore_errors=True)
+        raise
     return sink.count

@@ -18,7 +18,7 @@ from ..config import RESUME_CHANGEABLE, RESUME_FREE, Config, differences, flat, 
 from ..errors import InputError
 from ..runs import rundir
 from ..runs.checkpoints import non_finite, read_checkpoint, save_checkpoint
-from ..runs.records import has_records
+from ..runs.records import has_records, part_files, part_number
 from .lr_schedule import lr_factor
 from .session import Search
 from .state import SearchState
@@ -134,18 +134,12 @@ def check_stale_parts(run_dir: Path, next_part: int, checkpoint_file: Path | Non
     if checkpoint_file is None:
         return
     written = checkpoint_file.stat().st_mtime_ns
-    older = [part for part in sorted(run_dir.glob("*/part-*.parquet"))
-             if not part.parent.is_symlink() and _number(part) is not None and _number(part) >= next_part
-             and part.stat().st_mtime_ns < written]
+    older = [part for table in sorted(run_dir.iterdir()) for part in part_files(table)
+             if part_number(part) >= next_part and part.stat().st_mtime_ns < written]
     if older:
         raise InputError(f"{checkpoint_file} says {next_part} record parts were written before it, but "
-                         f"{older[0]} (part {_number(older[0])}) is older than it ({len(older)} such parts); "
+                         f"{older[0]} (part {part_number(older[0])}) is older than it ({len(older)} such parts); "
                          "resuming would delete records the checkpoint did not write: nothing was changed")
-
-
-def _number(part: Path) -> int | None:
-    digits = part.stem.partition("-")[2]
-    return int(digits) if digits.isdigit() else None
 
 
 def _take_rates(state: SearchState, config: Config) -> None:
