@@ -48,6 +48,9 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     many = ", ".join(map(str, range(1000)))
     (tmp_path / "many.toml").write_text(f'[sweep]\nname = "m"\n[sweep.grid]\nseed = [{many}]\n'
                                         f'"search.lr" = [{many}]\n')
+    hundred = ", ".join(map(str, range(100)))
+    (tmp_path / "unknown.toml").write_text(f'[sweep]\nname = "u"\n[sweep.grid]\nseed = [{hundred}]\n'
+                                           f'"search.nope" = [{hundred}]\n')
     fifo_run = tmp_path / "fifo-run"
     shutil.copytree(RUN, fifo_run)
     os.mkfifo(fifo_run / "checkpoint.pt")
@@ -79,6 +82,8 @@ CASES = {
     "retrain_top of the wrong type": (["recipe", "{tmp}/top.toml", "--out", "{tmp}/sweep"],
                                       "retrain_top must be a whole number"),
     "a sweep of a million runs": (["recipe", "{tmp}/many.toml", "--out", "{tmp}/sweep"], "at most 10,000"),
+    "10,000 runs with an unknown key": (["recipe", "{tmp}/unknown.toml", "--out", "{tmp}/sweep"],
+                                        "unknown config key 'search.nope'"),
     "a FIFO as the checkpoint": (["beam", "{fifo_run}", "--top", "2"], "is not a regular file"),
     "--out a device": (["run-search", "--out", "/dev/null"], "--out /dev/null is not a directory"),
     "--out a link loop": (["run-search", "--out", "{tmp}/loopA"], "Too many levels of symbolic links"),
@@ -169,3 +174,28 @@ def test_a_foreign_file_among_the_parts_is_left_alone_on_resume(tmp_path):
     writer.truncate()
     assert (run / "scalars" / "part-abc.parquet").read_bytes() == b"not ours"
     assert len(read_run_table(run, "scalars")) > 0
+
+
+@pytest.mark.skipif(not RUN.is_dir(), reason="no committed records in this checkout")
+def test_tensorboard_on_a_full_disk_is_one_line_and_leaves_no_event_file(tmp_path, capsys, monkeypatch):
+    """The event writer fails half way (ENOSPC, as on a full file system): one line naming the cause, and neither
+    a partial event file nor the folder the export made is left behind."""
+    import errno
+
+    from sharing_lab.runs import tensorboard
+
+    pytest.importorskip("torch.utils.tensorboard")
+    written = []
+
+    def full(self, table, rows):
+        written.append(table)
+        if len(written) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.logdir))
+        self.writer.add_scalar("x", 1.0, 0)
+        self.writer.flush()
+
+    monkeypatch.setattr(tensorboard.EventSink, "write", full)
+    code, out, err = run_cli(["tensorboard", RUN, "--out", tmp_path / "tb"], capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "No space left on device" in lines[0], err
+    assert not list((tmp_path).rglob("events.out.tfevents.*")) and not (tmp_path / "tb" / RUN.name).exists()
