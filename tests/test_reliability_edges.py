@@ -51,12 +51,19 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     hundred = ", ".join(map(str, range(100)))
     (tmp_path / "unknown.toml").write_text(f'[sweep]\nname = "u"\n[sweep.grid]\nseed = [{hundred}]\n'
                                            f'"search.nope" = [{hundred}]\n')
+    (tmp_path / "seed.toml").write_text(f"seed = {2**70}\n")
+    (tmp_path / "runset.toml").write_text('[sweep]\nname = "r"\n[[sweep.runs]]\nname = "a"\nset = "seed=0"\n')
+    big_seed = tmp_path / "big-seed"
+    shutil.copytree(RUN, big_seed, ignore=shutil.ignore_patterns("summary.json", "*.pt"))
+    payload = json.loads((big_seed / "config.json").read_text())
+    payload["config"]["seed"] = 2**70
+    (big_seed / "config.json").write_text(json.dumps(payload))
     fifo_run = tmp_path / "fifo-run"
     shutil.copytree(RUN, fifo_run)
     os.mkfifo(fifo_run / "checkpoint.pt")
     (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
     (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
-    return {"tmp": tmp_path, "deep_run": deep_run, "listed": listed.parent, "fifo_run": fifo_run}
+    return {"tmp": tmp_path, "big_seed": big_seed, "deep_run": deep_run, "listed": listed.parent, "fifo_run": fifo_run}
 
 
 CASES = {
@@ -67,6 +74,10 @@ CASES = {
                                             "retrain.nesterov needs a positive retrain.momentum"),
     "seed beyond 64 bits": (["run-search", "--seed", str(2**70)], "seed must be an integer in 0..2**63 - 1"),
     "theorem seed beyond 64 bits": (["theorem", "--seed", str(2**70)], "--seed"),
+    "a TOML seed beyond 64 bits": (["run-search", "--config", "{tmp}/seed.toml"], "seed must be an integer"),
+    "a config.json seed beyond 64 bits": (["run-search", "--resume", "{big_seed}"], "seed must be an integer"),
+    "a run's set that is a string": (["recipe", "{tmp}/runset.toml", "--out", "{tmp}/sweep"],
+                                     "set must be a list of key=value strings"),
     "a float that overflows float32": (["run-search", "--set", "search.weight_decay=1e300"], "overflows float32"),
     "--set nested 3000 deep": (["run-search", "--set", f"model.widths={DEEP}"], "nests deeper than 64 levels"),
     "TOML nested 3000 deep": (["run-search", "--config", "{tmp}/deep.toml"], "nests deeper than 64 levels"),
@@ -113,6 +124,18 @@ def test_json_output_is_standard_json(capsys):
 
     assert code in (0, None)
     json.loads(out, parse_constant=refuse)
+    code, out, _ = run_cli(["groundtruth", "show", "digits-resnet20-c1234", "--json"], capsys)
+    assert code in (0, None)
+    json.loads(out, parse_constant=refuse)
+
+
+@pytest.mark.skipif(not RUN.is_dir(), reason="no committed records in this checkout")
+def test_claims_read_past_a_summary_that_is_not_an_object(tmp_path, capsys):
+    run = tmp_path / "sweep" / "run"
+    shutil.copytree(RUN, run)
+    (run / "summary.json").write_text("[1, 2]")
+    code, out, err = run_cli(["claims", run.parent], capsys)
+    assert code in (0, None) and "Traceback" not in err and "29 inconclusive" in out
 
 
 def test_a_diverged_controller_is_told_which_rate_to_lower(tmp_path, capsys):
