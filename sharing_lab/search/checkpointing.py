@@ -28,6 +28,13 @@ def restore(target: SearchState, run_dir: Path, config: Config, log: Callable[[s
     """Load the newest readable checkpoint into ``target`` and return it; None when the run has none. A checkpoint
     that does not fit the run's configuration (``config.json`` edited by hand, e.g. model.widths) is refused in
     one line naming the keys that differ."""
+    found = restore_file(target, run_dir, config, log)
+    return None if found is None else found[0]
+
+
+def restore_file(target: SearchState, run_dir: Path, config: Config, log: Callable[[str], None] = print
+                 ) -> tuple[dict, Path] | None:
+    """:func:`restore`, with the path of the checkpoint file it loaded."""
     found = read_checkpoint(run_dir, log)
     if found is None:
         return None
@@ -41,7 +48,7 @@ def restore(target: SearchState, run_dir: Path, config: Config, log: Callable[[s
                   else (str(error).strip().splitlines() or [type(error).__name__])[-1].strip()[:160])
         raise InputError(f"checkpoint {path} does not fit {Path(run_dir) / rundir.CONFIG} ({detail}); was "
                          "config.json edited by hand?") from None
-    return state
+    return state, path
 
 
 def checkpoint(search: Search) -> None:
@@ -64,14 +71,15 @@ def resume(search: Search) -> bool:
     unreadable, is refused (nothing touched). The rates of ``config.RESUME_CHANGEABLE`` come from the
     configuration (a diverged run's resume may change them); a change is recorded in ``config.json``."""
     state, cfg = search.state, search.config
-    saved = restore(state, search.run_dir, cfg, search.log)
+    found = restore_file(state, search.run_dir, cfg, search.log)
+    saved, loaded = found if found is not None else (None, None)
     if saved is None and has_records(search.run_dir):
         raise InputError(f"run {search.run_dir} has records but no checkpoint to resume them from; nothing was "
                          "changed (start a new run instead)")
     if saved is not None:
         search.writer.next_part = state.next_part
         if search.group.is_main:
-            check_stale_parts(search.run_dir, state.next_part, newest_checkpoint(search.run_dir))
+            check_stale_parts(search.run_dir, state.next_part, loaded)
         _take_rates(state, cfg)
         previous, payload = rundir.read_config(search.run_dir) if (search.run_dir / rundir.CONFIG).is_file() \
             else (cfg, {})
@@ -121,16 +129,11 @@ def _present(mapping: dict, key: str) -> bool:
     return (isinstance(inner, dict) and name in inner) if name else section in mapping
 
 
-def newest_checkpoint(run_dir: Path) -> Path | None:
-    """The checkpoint file a resume loads first (the newest present)."""
-    found = [run_dir / name for name in (rundir.CHECKPOINT, rundir.PREVIOUS_CHECKPOINT) if (run_dir / name).is_file()]
-    return found[0] if found else None
-
-
 def check_stale_parts(run_dir: Path, next_part: int, checkpoint_file: Path | None) -> None:
     """Refuse a resume that would delete record parts its checkpoint does not prove newer than itself: parts
     numbered ``next_part`` or later are dropped on resume, and each of them must have been written after the
-    checkpoint (a counter that disagrees with the files, e.g. 0 in a crafted checkpoint, would delete them all)."""
+    checkpoint file that was loaded (a counter that disagrees with the files, e.g. 0 in a crafted checkpoint,
+    would delete them all)."""
     if checkpoint_file is None:
         return
     written = checkpoint_file.stat().st_mtime_ns
