@@ -358,9 +358,10 @@ def check(config: Config) -> None:
         raise InputError(f"model.meta must be 'sum', 'max' or a positive integer, got {meta!r}")
 
 
-def flat(config: Config) -> dict[str, Any]:
-    """Every key of ``config`` as ``section.field`` → value (tuples as lists), as ``--set`` spells them."""
-    return dict(_flatten(to_dict(config)))
+def flat(config: Config | dict) -> dict[str, Any]:
+    """Every key of ``config`` (a :class:`Config` or its :func:`to_dict` form, e.g. a checkpoint's) as
+    ``section.field`` → value (tuples as lists), as ``--set`` spells them."""
+    return dict(_flatten(to_dict(config) if isinstance(config, Config) else config))
 
 
 def _same(a: Any, b: Any) -> bool:

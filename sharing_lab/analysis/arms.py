@@ -20,7 +20,6 @@ import pandas as pd
 from ..config import flat
 from ..errors import InputError
 from ..plots.runs import Run
-from ..runs.sweeps import arm_of
 
 FREE_KEYS = ("seed", "sharing.scheme", "sharing.transition", "sharing.transition_every", "sharing.phi_fraction",
              "sharing.phi_at", "search.flops_target")
@@ -122,11 +121,6 @@ class Arms:
 
     def label(self, family: str) -> str:
         return {"ordinal": "O", "independent": "I"}.get(family, f"T (τ = {self.tau:g})" if self.tau else "T")
-
-
-def recipe_arms(runs: Iterable[Run]) -> list[str]:
-    """The recipe arms (:func:`sharing_lab.runs.sweeps.arm_of` of the run names) that ``runs`` come from."""
-    return sorted({arm_of(run.name) for run in runs})
 
 
 def sharing_levels(runs: Iterable[Run], phi: Callable[[Run], float], measure: Callable[[Run], float],

@@ -168,8 +168,8 @@ def beam_truth(run: Run) -> float:
 def top_n_advantage_trend(run: Run, within_target: bool = False) -> float:
     """How much better the top-1 is than the whole beam, in points: the top-1's ground-truth accuracy minus the
     mean over the beam's N (Figure 8: an advantage that shrinks as N grows shows as a larger value here)."""
-    rows = beam(run, within_target)
-    return top_n_truth(run, 1, within_target) - top_n_truth(run, len(rows), within_target) if len(rows) else math.nan
+    curve = top_n_curve(run, within_target)
+    return curve[0] - curve[-1] if curve else math.nan
 
 
 def closest_to_target_truth(run: Run) -> float:

@@ -45,12 +45,12 @@ def _find(root: Path, stem: str) -> Path | None:
 def _payload(path: Path, expected_ndim: int) -> tuple[tuple[int, ...], bytes]:
     """The dimensions and the data bytes of one IDX file of unsigned bytes, checked against its header."""
     try:
-        mode = path.stat().st_mode
+        status = path.stat()
     except OSError as error:
         raise InputError(f"{path}: cannot be read ({error.strerror})") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(status.st_mode):
         raise InputError(f"{path}: not a regular file")
-    size = path.stat().st_size
+    size = status.st_size
     compressed = path.suffix == ".gz"
     try:
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:

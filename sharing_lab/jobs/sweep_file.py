@@ -50,9 +50,10 @@ def load_sweep(path: str | Path) -> Recipe:
         raise InputError(f"sweep file {path}: set must be a list, grid a table and runs a list of tables")
     recipe = Recipe(name, ())
     values = [v if isinstance(v, list) else [v] for v in grid.values()]
-    if math.prod(len(v) for v in values) + len(runs) > MAX_JOBS:
-        raise InputError(f"sweep file {path} defines {math.prod(len(v) for v in values) + len(runs):,} runs; at "
-                         f"most {MAX_JOBS:,} (split it into several sweeps)")
+    count = (math.prod(len(v) for v in values) if grid else 0) + len(runs)
+    if count > MAX_JOBS:
+        raise InputError(f"sweep file {path} defines {count:,} runs; at most {MAX_JOBS:,} (split it into several "
+                         "sweeps)")
     top = _retrain_top(table.get("retrain_top", 0), path)
     for combination in itertools.product(*values) if grid else ():
         label = "-".join(slug(str(v)) for v in combination)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import InputError
@@ -52,7 +53,7 @@ OPTIONAL: dict[str, dict[str, pa.DataType]] = {
 
 
 PART = re.compile(r"part-(\d+)\.parquet")
-WIDTHS = re.compile(r"\d+(,\d+)*")
+WIDTHS = r"^\d+(,\d+)*$"
 
 
 def part_number(path: Path) -> int | None:
@@ -69,22 +70,24 @@ def part_files(table_dir: Path) -> list[Path]:
     return sorted(parts, key=part_number)
 
 
-def check_part(frame: pd.DataFrame, name: str, part: Path) -> None:
+def check_part(table: pa.Table, name: str, part: Path) -> None:
     """Refuse (naming the file) a part of a known table that lacks a column of its schema, or whose integer
-    columns are not whole numbers or whose ``widths`` are not comma-separated whole numbers."""
+    columns are not whole numbers or whose ``widths`` are not comma-separated whole numbers. Checked on the Arrow
+    table: a part written by the toolkit passes on its column types alone."""
     schema = SCHEMAS.get(name)
-    if schema is None or frame.empty:
+    if schema is None or table.num_rows == 0:
         return
-    missing = [column for column in schema if column not in frame]
+    missing = [column for column in schema if column not in table.column_names]
     if missing:
         raise InputError(f"record file {part} lacks the column(s) {', '.join(missing)} of the {name} table")
     for column, kind in schema.items():
-        values = frame[column]
-        if pa.types.is_integer(kind):
-            numbers = pd.to_numeric(values, errors="coerce")
+        found = table.schema.field(column).type
+        if pa.types.is_integer(kind) and not pa.types.is_integer(found):
+            numbers = pd.to_numeric(table.column(column).to_pandas(), errors="coerce")
             if numbers.isna().any() or not (numbers == numbers.round()).all():
                 raise InputError(f"record file {part}: column {column} must hold whole numbers")
-        elif column == "widths" and not values.map(lambda w: isinstance(w, str) and bool(WIDTHS.fullmatch(w))).all():
+        elif column == "widths" and not (pa.types.is_string(found) and pc.all(
+                pc.match_substring_regex(table.column(column), WIDTHS), skip_nulls=False).as_py()):
             raise InputError(f"record file {part}: column widths must hold comma-separated whole numbers")
 
 
@@ -173,11 +176,11 @@ def read_run_table(run_dir: str | Path, name: str) -> pd.DataFrame:
     frames = []
     for part in parts:
         try:
-            frame = pq.read_table(part).to_pandas()
+            table = pq.read_table(part)
         except (pa.ArrowInvalid, OSError) as error:
             raise InputError(f"record file {part} is corrupt: {error}") from None
-        check_part(frame, name, part)
-        frames.append(frame)
+        check_part(table, name, part)
+        frames.append(table.to_pandas())
     return pd.concat(frames, ignore_index=True)
 
 

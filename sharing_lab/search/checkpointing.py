@@ -92,7 +92,8 @@ def resume(search: Search) -> bool:
         changed += [key for key in edited if key not in changed]
         training = [key for key in changed if key.partition(".")[0] not in RESUME_FREE]
         if changed and set(training) <= set(RESUME_CHANGEABLE) and search.group.is_main:
-            old, new = {**flat(previous), **_flat_dict(saved.get("config"), edited)}, flat(cfg)
+            then = flat(saved["config"]) if edited else {}
+            old, new = {**flat(previous), **{k: then[k] for k in edited}}, flat(cfg)
             rundir.record_resume(search.run_dir, cfg, {k: (old[k], new[k]) for k in changed}, state.epoch)
         search.log(f"resuming {search.run_dir} at epoch {state.epoch + 1}")
     search.writer.truncate()
@@ -103,30 +104,14 @@ def resume(search: Search) -> bool:
     return saved is not None
 
 
-def _flat_dict(mapping, keys: list[str]) -> dict:
-    """``keys`` of a configuration in its :func:`to_dict` form (a checkpoint's), flattened."""
-    values: dict = {}
-    for key in keys:
-        section, _, name = key.partition(".")
-        value = mapping.get(section, {}) if isinstance(mapping, dict) else {}
-        values[key] = value.get(name) if name and isinstance(value, dict) else value
-    return values
-
-
 def _edited_by_hand(saved: object, config: Config, payload: dict) -> list[str]:
     """Training keys whose value in ``config.json`` differs from the configuration the checkpoint was written
     with (keys both have; none for a config.json of an older format, whose values were translated)."""
     if not isinstance(saved, dict) or payload.get("format", 1) < rundir.CONFIG_FORMAT:
         return []
-    now = flat(config)
+    now, then = flat(config), flat(saved)
     return [key for key in differences(saved, config) if key.partition(".")[0] not in RESUME_FREE
-            and key in now and _present(saved, key)]
-
-
-def _present(mapping: dict, key: str) -> bool:
-    section, _, name = key.partition(".")
-    inner = mapping.get(section)
-    return (isinstance(inner, dict) and name in inner) if name else section in mapping
+            and key in now and key in then]
 
 
 def check_stale_parts(run_dir: Path, next_part: int, checkpoint_file: Path | None) -> None:
