@@ -78,6 +78,7 @@ class SearchConfig:
     prob_samples: int = 32  # controller trajectories averaged for the recorded per-layer probabilities
     bn_evaluation: str = "recalibrated"  # BN statistics of an evaluated architecture: recalibrated or batch
     gt_every: int = 3  # with a ground truth: score the whole space every that many evaluations and at the end
+    gt_archs: int = 1024  # a larger space is scored on a fixed sample of this many (its 5 best within the target in)
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,8 @@ def test_a_search_on_a_space_with_ground_truth_is_scored_live(tiny_table, tmp_pa
     (the second and the last) whole-space scorings."""
 
     monkeypatch.setitem(gt.SPACES, TINY_SPACE.name, TINY_SPACE)
-    monkeypatch.setattr(gt, "table_path", lambda name: tiny_table if name == TINY_SPACE.name else Path("/none"))
+    monkeypatch.setattr(gt, "table_path",
+                        lambda name, data_dir=None: tiny_table if name == TINY_SPACE.name else Path("/none"))
     rows = gt.summarise(gt.read_table_file(tiny_table)[0])
     overrides = [*SEARCH, f"search.gt_every={gt_every}"]
     scored = 3 if gt_every == 1 else 2

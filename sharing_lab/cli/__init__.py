@@ -13,6 +13,7 @@ from .bench import COMMANDS as BENCH_COMMANDS
 from .budget import COMMANDS as BUDGET_COMMANDS
 from .claims import COMMANDS as CLAIM_COMMANDS
 from .console import fail
+from .groundtruth import COMMANDS as GROUNDTRUTH_COMMANDS
 from .run import COMMANDS as RUN_COMMANDS
 from .sweeps import COMMANDS as SWEEP_COMMANDS
 from .tools import COMMANDS as TOOL_COMMANDS
@@ -29,7 +30,8 @@ def cli(plugins) -> None:
         load_plugin(plugin)
 
 
-for _command in (*RUN_COMMANDS, *TOOL_COMMANDS, *CLAIM_COMMANDS, *SWEEP_COMMANDS, *BUDGET_COMMANDS, *BENCH_COMMANDS):
+for _command in (*RUN_COMMANDS, *TOOL_COMMANDS, *GROUNDTRUTH_COMMANDS, *CLAIM_COMMANDS, *SWEEP_COMMANDS,
+                 *BUDGET_COMMANDS, *BENCH_COMMANDS):
     cli.add_command(_command)
 
 

@@ -1,5 +1,6 @@
-"""The tool commands of ``sharing-lab`` (list, flops, theorem, groundtruth, plot, recipe); the run
-commands are in :mod:`sharing_lab.cli.run`, the benchmarks in :mod:`sharing_lab.cli.bench`."""
+"""The tool commands of ``sharing-lab`` (list, flops, theorem, plot, recipe); the run commands are in
+:mod:`sharing_lab.cli.run`, the ground truths in :mod:`sharing_lab.cli.groundtruth`, the benchmarks in
+:mod:`sharing_lab.cli.bench`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from ..analysis.truth_build import build
 from ..aps.theorem import run_checks
 from ..errors import InputError
 from ..jobs.executors import SUBMITTED
@@ -19,7 +19,6 @@ from ..registry import DATASETS, MODELS, PRESETS, PROBES, SCHEMES
 from ..runs.sweeps import find_run_dirs
 from ..space.flops import count
 from ..space.layout import build_layout
-from ..truth.table import groundtruth, read_table_file, spread, summarise
 from .console import echo_json, fail, log
 
 
@@ -121,49 +120,6 @@ def theorem(samples, seed, as_json) -> None:
         sys.exit(1)
 
 
-@click.group("groundtruth")
-def groundtruth_group() -> None:
-    """Ground-truth tables of search spaces: every architecture trained from scratch."""
-
-
-@groundtruth_group.command("build")
-@click.argument("space")
-@click.option("--out", "out_file", type=click.Path(dir_okay=False),
-              help="Write here instead of the package's table (resumed if it exists).")
-@click.option("--limit", type=click.IntRange(min=1), help="Train at most this many new rows (a build in pieces).")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Populations (or networks) trained at once, in worker processes of one thread each.")
-@click.option("--one-at-a-time", is_flag=True,
-              help="Train each network alone instead of a seed's architectures as one population (how tables of "
-                   "format 1 were built: a build resumes a table only in the way it was made).")
-def groundtruth_build(space, out_file, limit, jobs, one_at_a_time) -> None:
-    """Train every architecture of SPACE for every seed, a seed's architectures as one population on the same
-    batches (or one at a time); resumable (finished rows are kept)."""
-    path = build(space, out_file, progress=True, log=log, limit=limit, jobs=jobs, population=not one_at_a_time)
-    rows, meta = read_table_file(path)
-    figures = spread(rows)
-    click.echo(f"{path}: {len(rows)} rows, {meta['wall_s']:.0f} s of training; best {figures['best']:.4f}, "
-               f"median {figures['median']:.4f}, gap/SE {figures['ratio']:.1f}")
-
-
-@groundtruth_group.command("show")
-@click.argument("space")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout.")
-def groundtruth_show(space, as_json) -> None:
-    """The ground truth of SPACE: its spread figures and the architectures by rank."""
-    rows = groundtruth(space)
-    figures, table = spread(rows), summarise(rows)
-    if as_json:
-        echo_json({"space": space, "spread": figures, "architectures": table.to_dict("records")})
-        return
-    click.echo(f"{space}: {figures['architectures']} architectures x {figures['seeds']} seeds; best "
-               f"{figures['best']:.4f}, median {figures['median']:.4f}, gap {figures['gap']:.4f} = "
-               f"{figures['ratio']:.1f} x the mean standard error {figures['mean_se']:.4f}")
-    for row in table.itertuples():
-        click.echo(f"{row.rank:>4}  {row.widths:<12} test {row.test_acc:.4f} ± {row.test_se:.4f}  "
-                   f"val {row.val_acc:.4f}  {row.macs / 1e6:7.3f}M MACs")
-
-
 @click.command()
 @click.argument("figure")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
@@ -237,4 +193,4 @@ def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, t
     click.echo(f"plot them: sharing-lab plot all {out} --out figures")
 
 
-COMMANDS = (list_command, flops, theorem, groundtruth_group, plot, recipe)
+COMMANDS = (list_command, flops, theorem, plot, recipe)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -260,21 +261,28 @@ def beam_search(
 def exact_log_probs(controller: Controller, flops_left: FlopsLeft | None = None,
                     limit: int = 100_000) -> dict[tuple[int, ...], float]:
     """log π(a) of every architecture of the space, exactly: the controller is autoregressive, so π(a) is the
-    product of its per-decision probabilities along a; the prefix tree is walked once (one LSTM step per
-    prefix). Refuses spaces of more than ``limit`` architectures."""
-    size = 1
-    for count in controller.num_candidates:
-        size *= count
+    product of its per-decision probabilities along a; the prefix tree is walked level by level, every prefix of
+    a level in one batched LSTM step. Refuses spaces of more than ``limit`` architectures."""
+    size = math.prod(controller.num_candidates)
     if size > limit:
         raise ValueError(f"exact enumeration of {size} architectures exceeds the limit of {limit}")
-    out: dict[tuple[int, ...], float] = {}
-    frontier = [((), 0.0, controller._initial_state(), controller.start_token)]
-    for _ in range(controller.num_decisions):
-        frontier = [(prefix + (action,), score, state, action) for prefix, base, old, previous in frontier
-                    for action, score, state in _children(controller, prefix, old, previous, base, flops_left)]
-    for prefix, score, _, _ in frontier:
-        out[prefix] = score
-    return out
+    device, weights, mask = controller.head.weight.device, controller._lstm_weights(), controller._mask
+    prefixes: list[tuple[int, ...]] = [()]
+    scores = torch.zeros(1, device=device)
+    state = [torch.zeros(2, 1, controller.hidden, device=device)] * 2
+    previous = torch.full((1,), controller.start_token, dtype=torch.long, device=device)
+    for index, count in enumerate(controller.num_candidates):
+        rows = len(prefixes)
+        left = [flops_left(list(prefix)) if flops_left is not None else 0.0 for prefix in prefixes]
+        x = torch.cat([controller.embedding.weight.index_select(0, previous),
+                       controller.positions[index].expand(rows, -1), torch.tensor(left, device=device).view(-1, 1)], 1)
+        out, *state = torch._VF.lstm(x.unsqueeze(0), state, weights, True, 2, 0.0, False, False, False)
+        log_dist = F.log_softmax(controller._logits(out[0], None if mask is None else mask[index]), dim=-1)
+        scores = (scores.unsqueeze(1) + log_dist[:, :count]).reshape(-1)
+        state = [tensor.repeat_interleave(count, dim=1) for tensor in state]
+        previous = torch.arange(count, device=device).repeat(rows)
+        prefixes = [prefix + (action,) for prefix in prefixes for action in range(count)]
+    return dict(zip(prefixes, scores.tolist()))
 
 
 def _children(controller: Controller, prefix, state, previous, score, flops_left):

@@ -1,6 +1,7 @@
 """The evaluations of a search (every ``eval_every`` epochs): sampled architectures scored on the validation split
 (uniform samples in warm-up, the controller's in the search phase) and the widest one; on a space with a ground
-truth, every ``gt_every``-th evaluation (and the last) scores the whole space too (:mod:`sharing_lab.truth.scoring`).
+truth, every ``gt_every``-th evaluation (and the last) scores the whole space too (:mod:`sharing_lab.truth.scoring`;
+a space of more than ``gt_archs`` architectures on a fixed sample).
 
 Each evaluated architecture gets its BatchNorm statistics recalibrated on fixed training images
 (``search.bn_evaluation = "recalibrated"``) or uses batch statistics (``"batch"``): :class:`~sharing_lab.search.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..truth.scoring import score_space
+from ..truth.scoring import score_space, scored_architectures
 from .controller import exact_log_probs
 from .view import SearchView
 
@@ -46,10 +47,10 @@ def _space_due(view: SearchView) -> bool:
 
 def _score_space(view: SearchView) -> dict[tuple[int, ...], float]:
     """Whole-space scores: the ``space`` rows and the ``gt_*`` scalars; returns the accuracies by arch."""
-    archs = list(view.space.enumerate())
+    archs = scored_architectures(view.space, view.truth, view.settings.gt_archs)
     accuracies = dict(zip(archs, view.score.many(archs)))
     log_probs = exact_log_probs(view.controller, view.flops_left)
-    rows, scalars = score_space(view.space, view.truth, log_probs, accuracies.__getitem__)
+    rows, scalars = score_space(view.space, view.truth, log_probs, accuracies.__getitem__, archs)
     view.recorder.rows("space", rows)
     view.recorder.scalars(scalars)
     return accuracies

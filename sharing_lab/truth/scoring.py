@@ -32,8 +32,8 @@ class Truth:
     target: float | None
 
     @classmethod
-    def load(cls, space: gt.TruthSpace, target: float | None) -> Truth:
-        return cls(space, gt.summarise(gt.groundtruth(space)), target)
+    def load(cls, space: gt.TruthSpace, target: float | None, data_dir: str | None = None) -> Truth:
+        return cls(space, gt.summarise(gt.groundtruth(space, data_dir)), target)
 
     def feasible(self) -> pd.DataFrame:
         """The architectures within the FLOPs target, best first (all of them without a target)."""
@@ -64,9 +64,9 @@ def load_truth(config: Config, space: SearchSpace) -> Truth | None:
     """The ground truth of a search's space, if the package has a table for it that covers the space (else
     None: the gt_* measures are then absent)."""
     truth_space = gt.space_for(config)
-    if truth_space is None or not gt.table_path(truth_space.name).is_file():
+    if truth_space is None or not gt.table_present(truth_space, config.data.dir):
         return None
-    truth = Truth.load(truth_space, config.search.flops_target)
+    truth = Truth.load(truth_space, config.search.flops_target, config.data.dir)
     return truth if truth.covers(space) else None
 
 
@@ -80,14 +80,36 @@ def rank_correlations(predicted: Sequence[float], truth: Sequence[float]) -> tup
     return float(stats.kendalltau(predicted, truth).statistic), float(stats.spearmanr(predicted, truth).statistic)
 
 
+def scored_architectures(space: SearchSpace, truth: Truth, limit: int) -> list[tuple[int, ...]]:
+    """The architectures a whole-space evaluation scores: every one, or in a space of more than ``limit`` a fixed
+    sample: the ground truth's 5 best within the target (so the ``gt_top*_prob`` masses stay exact) and
+    ``limit`` − 5 others drawn uniformly with a fixed seed, the same for every run of the space, so that runs are
+    ranked on the same architectures."""
+    if space.size <= limit:
+        return list(space.enumerate())
+    best = [space.arch_of([int(w) for w in widths.split(",")]) for widths in truth.best(5)]
+    radices = space.num_candidates
+    chosen = set(best)
+    for index in np.random.default_rng(0).permutation(space.size):
+        if len(chosen) >= limit:
+            break
+        arch, rest = [], int(index)
+        for radix in reversed(radices):
+            rest, digit = divmod(rest, radix)
+            arch.append(digit)
+        chosen.add(tuple(reversed(arch)))
+    return sorted(chosen)
+
+
 def score_space(space: SearchSpace, truth: Truth, log_probs: Mapping[tuple[int, ...], float],
-                accuracy_of: Callable[[tuple[int, ...]], float]) -> tuple[list[dict], dict[str, float]]:
-    """Rows of the ``space`` table (widths, supernet_acc, prob; one per architecture) and the ``gt_*`` scalars
-    of one whole-space evaluation; ``log_probs`` are the controller's exact log-probabilities of every architecture
-    (:func:`sharing_lab.search.controller.exact_log_probs`), ``accuracy_of(arch)`` the supernet's validation
-    accuracy."""
+                accuracy_of: Callable[[tuple[int, ...]], float],
+                archs: Sequence[tuple[int, ...]] | None = None) -> tuple[list[dict], dict[str, float]]:
+    """Rows of the ``space`` table (widths, supernet_acc, prob; one per scored architecture) and the ``gt_*``
+    scalars of one whole-space evaluation; ``log_probs`` are the controller's exact log-probabilities of every
+    architecture (:func:`sharing_lab.search.controller.exact_log_probs`), ``accuracy_of(arch)`` the supernet's
+    validation accuracy, ``archs`` the architectures scored (default every one; :func:`scored_architectures`)."""
     rows, predicted, actual = [], [], []
-    for arch in space.enumerate():
+    for arch in space.enumerate() if archs is None else archs:
         widths = ",".join(map(str, space.widths_of(arch)))
         acc = accuracy_of(arch)
         rows.append({"widths": widths, "supernet_acc": acc, "prob": math.exp(log_probs[arch])})
@@ -117,8 +139,8 @@ def rescore(space_rows: pd.DataFrame, truth: Truth) -> pd.DataFrame:
 
 
 @functools.cache
-def _shipped(space_name: str, target: float | None) -> Truth:
-    return Truth.load(gt.SPACES[space_name], target)
+def _shipped(space_name: str, target: float | None, data_dir: str | None) -> Truth:
+    return Truth.load(gt.SPACES[space_name], target, data_dir)
 
 
 def shipped_truth(config: Config) -> Truth | None:
@@ -126,6 +148,6 @@ def shipped_truth(config: Config) -> Truth | None:
     score finished runs against it, not against the table a run was scored with live, so runs scored before a
     table grew (more seeds) are compared on the same ground truth."""
     space = gt.space_for(config)
-    if space is None or not gt.table_path(space.name).is_file():
+    if space is None or not gt.table_present(space, config.data.dir):
         return None
-    return _shipped(space.name, config.search.flops_target)
+    return _shipped(space.name, config.search.flops_target, config.data.dir if space.source else None)

@@ -45,6 +45,7 @@ class TruthSpace:
     seeds: tuple[int, ...] = (0, 1, 2)
     description: str = ""
     path: str | None = None  # where its table lives; None: inside the package (sharing_lab/tables/<name>.parquet)
+    source: str | None = None  # a published benchmark the table is imported from (its file stays the user's)
 
     def config(self, seed: int = 0) -> cfgmod.Config:
         return cfgmod.resolve(None, [*self.overrides, f"seed={seed}"])
@@ -64,6 +65,26 @@ SPACES: dict[str, TruthSpace] = {
         description="digits 8x8, ResNet-20, one decision per stage, candidates {1, 2, 3, 4}: 64 architectures, "
                     "each trained 20 epochs from scratch (batch 32, SGD 0.1 Nesterov, cosine), 24 seeds "
                     "(a build resumes where a table stops)"),
+    "fashion-mnist-resnet20-x1248": TruthSpace(
+        "fashion-mnist-resnet20-x1248",
+        ("model.name=resnet20", "model.granularity=stage", "model.multipliers=[0.0625, 0.125, 0.25, 0.5]",
+         "data.name=fashion-mnist", "data.image_size=14", "data.train_images=10000", "retrain.epochs=10",
+         "retrain.batch_size=128"),
+        seeds=tuple(range(20)),
+        description="Fashion-MNIST 14x14 (a fixed stratified 10,000 of the training images; the official 10,000 test "
+                    "images), ResNet-20, one decision per stage, candidates {1, 2, 4, 8}/16 x the base widths "
+                    "16/32/64: 64 architectures, each trained 10 epochs from scratch (batch 128, SGD 0.1 Nesterov, "
+                    "cosine), a seed's architectures as one population, 20 seeds (built in resumable pieces)"),
+    **{f"{model}-cifar10": TruthSpace(
+        f"{model}-cifar10",
+        (f"model.name={model}", "model.granularity=residual", "model.multipliers=[0.25, 0.5, 0.75, 1.0]",
+         "data.name=cifar10", "data.image_size=none",
+         "retrain.epochs=60", "retrain.batch_size=256", "retrain.nesterov=false"),
+        seeds=(0, 1, 2), source="channel-bench-macro",
+        description=f"Channel-Bench-Macro's {kind} space on CIFAR-10 (Su et al., BCNet, CVPR 2021): 7 decisions of "
+                    "{0.25, 0.5, 0.75, 1} x the layer's maximum width, 16,384 architectures, each trained 60 epochs "
+                    "from scratch, 3 seeds; imported from the user's copy of the benchmark's file")
+       for model, kind in (("cbm-resnet", "ResNet"), ("cbm-mobilenet", "MobileNet"))},
 }
 
 
@@ -75,6 +96,8 @@ def _space_key(space: TruthSpace) -> tuple:
 def _key(config: cfgmod.Config) -> dict:
     values = cfgmod.flat(config)
     key = {field: values[field] for field in KEY_FIELDS}
+    if key["model.multipliers"] is not None:  # multipliers take precedence: the widths are unused
+        key["model.widths"] = None
     key.update({field: values[field] for field in OPTIONAL_KEY_FIELDS if values[field] is not None})
     return key
 
@@ -85,12 +108,29 @@ def space_for(config: cfgmod.Config) -> TruthSpace | None:
     return next((space for space in SPACES.values() if space.key() == key), None)
 
 
-def table_path(name: str) -> Path:
-    """Where the table of the space ``name`` lives: its ``path``, or the package's ``tables/`` folder."""
+IMPORTED_DIR = "sharing-lab-groundtruth"  # where an imported table lives inside the data directory
+
+
+def table_path(name: str, data_dir: str | Path | None = None) -> Path:
+    """Where the table of the space ``name`` lives: its ``path``, the package's ``tables/`` folder, or, for a
+    table imported from a published benchmark, ``<data_dir>/sharing-lab-groundtruth/`` (the user's copy of the
+    benchmark is not ours to ship)."""
     space = SPACES.get(name)
     if space is not None and space.path is not None:
         return Path(space.path)
+    if space is not None and space.source is not None:
+        if data_dir is None:
+            raise InputError(f"the ground truth of {name!r} is imported into the data directory: name it "
+                             "(data.dir, or --data-dir)")
+        return Path(data_dir) / IMPORTED_DIR / f"{name}.parquet"
     return Path(str(resources.files("sharing_lab.truth") / "tables" / f"{name}.parquet"))
+
+
+def table_present(space: TruthSpace, data_dir: str | Path | None) -> bool:
+    """Whether the table of ``space`` exists (an imported one in ``data_dir``; False without a data directory)."""
+    if space.source is not None and space.path is None and data_dir is None:
+        return False
+    return table_path(space.name, data_dir).is_file()
 
 
 def recipe(space: TruthSpace, population: bool = True) -> dict:
@@ -136,14 +176,15 @@ def read_table_file(path: str | Path, space: TruthSpace | None = None) -> tuple[
     return table.to_pandas(), meta
 
 
-def groundtruth(space: str | TruthSpace) -> pd.DataFrame:
+def groundtruth(space: str | TruthSpace, data_dir: str | Path | None = None) -> pd.DataFrame:
     """The ground-truth table of ``space`` (a name in :data:`SPACES` or a :class:`TruthSpace`) as shipped
-    in the package: one row per architecture and seed."""
+    in the package (or imported into ``data_dir``): one row per architecture and seed."""
     space = resolve_space(space)
-    path = table_path(space.name)
+    path = table_path(space.name, data_dir)
     if not path.is_file():
-        raise InputError(f"no ground-truth table for {space.name!r}; build it with: sharing-lab groundtruth build "
-                         f"{space.name}")
+        how = (f"import it with: sharing-lab groundtruth import {space.source} FILE --space {space.name} --data-dir "
+               f"DIR" if space.source is not None else f"build it with: sharing-lab groundtruth build {space.name}")
+        raise InputError(f"no ground-truth table for {space.name!r} at {path}; {how}")
     return read_table_file(path, space)[0]
 
 
@@ -178,9 +219,11 @@ def spread(rows: pd.DataFrame) -> dict:
             "ratio": gap / se if se > 0 else float("inf")}
 
 
-def write_table_file(path: Path, rows: list[dict], meta: dict) -> None:
-    """Write a ground-truth file (rows sorted by seed and widths, ``meta`` in its schema metadata) atomically."""
-    frame = pd.DataFrame(rows, columns=list(COLUMNS)).sort_values(["seed", "widths"], kind="stable")
-    table = pa.Table.from_pandas(frame, schema=pa.schema(list(COLUMNS.items())), preserve_index=False)
+def write_table_file(path: Path, rows: list[dict], meta: dict, extra: dict[str, pa.DataType] | None = None) -> None:
+    """Write a ground-truth file (rows sorted by seed and widths, ``meta`` in its schema metadata) atomically;
+    ``extra`` columns (an imported benchmark's own figures) follow the standard ones."""
+    columns = {**COLUMNS, **(extra or {})}
+    frame = pd.DataFrame(rows, columns=list(columns)).sort_values(["seed", "widths"], kind="stable")
+    table = pa.Table.from_pandas(frame, schema=pa.schema(list(columns.items())), preserve_index=False)
     table = table.replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
