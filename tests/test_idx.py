@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from sharing_lab.cli import main
+from sharing_lab.config import resolve
 from sharing_lab.data import idx, load_data
 from sharing_lab.data.idx import FASHION_MNIST_DIR, VAL_IMAGES, read_idx
 from sharing_lab.errors import InputError
+from sharing_lab.truth import table as gt
 
 SIDE = 6  # conftest's IDX_SIDE
 
@@ -98,13 +100,23 @@ def test_missing_files_name_what_is_expected(tmp_path, idx_files):
         load_data("mnist", str(write_set(tmp_path / "ok")), train_images=5)
 
 
-def test_without_the_package_fashion_mnist_names_it(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("how", [["--set", "data.name=fashion-mnist"], ["--config", "fashion-mnist"]])
+def test_without_the_package_fashion_mnist_names_it(tmp_path, monkeypatch, capsys, how):
     monkeypatch.setattr(idx, "FASHION_MNIST_DIR", str(tmp_path / "not-installed"))
     with pytest.raises(SystemExit) as exit_info:
-        main(["run-search", "--set", "data.name=fashion-mnist", "--out", str(tmp_path / "runs")])
+        main(["run-search", *how, "--out", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
     assert "apt-get install dataset-fashion-mnist" in err and "train-images-idx3-ubyte" in err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_the_preset_is_the_ground_truth_space():
+    config = resolve("fashion-mnist", [])
+    space = gt.space_for(config)
+    assert space is gt.SPACES["fashion-mnist-resnet20-x1248"]
+    assert (config.data.image_size, config.data.train_images, config.retrain.epochs) == (14, 10_000, 10)
+    assert space.config().retrain == config.retrain  # searches retrain as the table was trained
 
 
 @pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
