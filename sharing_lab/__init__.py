@@ -24,6 +24,16 @@ from .truth.table import groundtruth
 __version__ = version("sharing-lab")
 
 __all__ = ["Config", "Dataset", "ModelSpec", "Probe", "ProbeView", "SearchSpace", "SharingScheme", "Transforms",
-           "build_layout", "get_scheme", "groundtruth", "load_toml", "model_names", "phi", "random_semi_orthogonal",
-           "read_table", "register_dataset", "register_model", "register_preset", "register_probe",
-           "register_scheme", "resolve", "run_search", "scheme_names", "__version__"]
+           "build_layout", "explore", "get_scheme", "groundtruth", "load_toml", "model_names", "phi",
+           "random_semi_orthogonal", "read_table", "register_dataset", "register_model", "register_preset",
+           "register_probe", "register_scheme", "resolve", "run_search", "scheme_names", "__version__"]
+
+
+def __getattr__(name: str):
+    """``sharing_lab.explore`` (:func:`sharing_lab.plots.explorer.explore`) is imported on first use: it brings
+    the figures' modules (matplotlib, seaborn), which the command line and a search need not load."""
+    if name == "explore":
+        from .plots.explorer import explore
+
+        return explore
+    raise AttributeError(f"module 'sharing_lab' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """Optional dependencies (the extras of ``pyproject.toml``), imported only when a feature that needs them is
-chosen: ``slurm`` (submitit), ``ray`` (ray), ``tensorboard`` (tensorboard)."""
+chosen: ``slurm`` (submitit), ``ray`` (ray), ``tensorboard`` (tensorboard), ``explore`` (altair, vl-convert,
+anywidget)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from .errors import InputError
 # module -> (package to install, extra of sharing-lab that installs it)
 PACKAGES = {"submitit": ("submitit", "slurm"), "ray": ("ray", "ray"),
             "torch.utils.tensorboard": ("tensorboard", "tensorboard"),
-            "tensorboard": ("tensorboard", "tensorboard")}
+            "tensorboard": ("tensorboard", "tensorboard"), "altair": ("altair", "explore"),
+            "vl_convert": ("vl-convert-python", "explore"), "anywidget": ("anywidget", "explore")}
 
 
 def require(module: str, feature: str) -> ModuleType:

@@ -1,4 +1,4 @@
-"""The tool commands of ``sharing-lab`` (list, flops, theorem, plot, recipe); the run commands are in
+"""The tool commands of ``sharing-lab`` (list, flops, theorem, plot, explore, recipe); the run commands are in
 :mod:`sharing_lab.cli.run`, the ground truths in :mod:`sharing_lab.cli.groundtruth`, the benchmarks in
 :mod:`sharing_lab.cli.bench`."""
 
@@ -150,6 +150,30 @@ def plot(figure, paths, out_dir) -> None:
 
 
 @click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--html", "html", required=True, type=click.Path(dir_okay=False),
+              help="Write the explorer as one self-contained HTML file (works in a browser with no Python).")
+@click.option("--run", help="Initial run shown (default: all).")
+@click.option("--arm", help="Initial arm shown, e.g. 'ordinal' (default: all).")
+@click.option("--layer", help="Initial APS layer of the Φ views (default: all).")
+def explore(paths, html, run, arm, layer) -> None:
+    """Interactive linked views of the runs in PATHS (Φ against alignment and coupled norm, decision probabilities,
+    accuracy and ground-truth scores) with controls, saved as HTML; in Jupyter use sharing_lab.explore(PATH)."""
+    from ..plots.explorer import explore as make
+
+    for path in paths:
+        if not Path(path).exists():
+            raise InputError(f"{path} does not exist")
+    if not find_run_dirs([Path(p) for p in paths]):
+        raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
+    explorer = make([Path(p) for p in paths]).select(run=run, arm=arm, layer=layer)
+    path = explorer.save_html(html)
+    data = explorer.data
+    click.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB): {len(data.runs)} runs, {len(data.arms)} arms, "
+               f"{len(data.layer_names)} layers")
+
+
+@click.command()
 @click.argument("names", nargs=-1, required=True)
 @click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
@@ -193,4 +217,4 @@ def recipe(names, scale, out, kind, executor_config, executor_overrides, jobs, t
     click.echo(f"plot them: sharing-lab plot all {out} --out figures")
 
 
-COMMANDS = (list_command, flops, theorem, plot, recipe)
+COMMANDS = (list_command, flops, theorem, plot, explore, recipe)
