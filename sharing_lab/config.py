@@ -1,9 +1,10 @@
 """Typed, frozen run configuration: defaults, TOML files, ``--set key=value`` overrides, JSON round trip.
 
 The defaults are the embedded search (digits, CPU, transitionary sharing), calibrated as recorded in the
-README's calibration section and ``../shared/notes/digits-calibration.md``. Paper-scale presets ship in the
-package (``sharing_lab/presets/*.toml``, registered in :data:`sharing_lab.registry.PRESETS`): a bare name is a
-preset (``--config cifar10-resnet20``), a path (it contains a separator or ends in ``.toml``) a file.
+calibration section of ``docs/explanation/measurements.md`` and ``../shared/notes/digits-calibration.md``.
+Paper-scale presets ship in the package (``sharing_lab/presets/*.toml``, registered in
+:data:`sharing_lab.registry.PRESETS`): a bare name is a preset (``--config cifar10-resnet20``), a path (it
+contains a separator or ends in ``.toml``) a file.
 :func:`resolve` is the one way to turn a source and ``--set`` overrides into a checked configuration.
 """
 

@@ -1,6 +1,7 @@
 """``sharing-lab bench`` as a user runs it (issue 6): one JSON object with the documented keys, on the CPU.
 
-Only the shape and sanity of the report are tested; the numbers themselves are measured by hand (README).
+Only the shape and sanity of the report are tested; the numbers themselves are measured by hand
+(docs/explanation/measurements.md).
 """
 
 from __future__ import annotations

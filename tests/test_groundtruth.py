@@ -121,9 +121,9 @@ DEFAULT = "digits-resnet20-c1234"
 
 def test_the_default_space_table_is_complete_and_meets_the_spread_requirement():
     """The shipped table has every architecture for each of the 24 declared seeds, and its spread meets the
-    requirement: best - median = 5.80 x the mean standard error over seeds (README, "Ground truth of the
-    embedded space"). This pins the reported figures, so a table built further must come with an updated
-    README."""
+    requirement: best - median = 5.80 x the mean standard error over seeds (docs/how-to/ground-truth.md,
+    "Ground truth of the embedded space"). This pins the reported figures, so a table built further must come with
+    updated documentation."""
     rows = gt.groundtruth(DEFAULT)
     assert rows.groupby("widths")["seed"].nunique().min() == len(gt.SPACES[DEFAULT].seeds) == 24
     assert rows["widths"].nunique() == 64 and len(rows) == 64 * 24

@@ -3,8 +3,8 @@
 ``auto`` picks bf16 autocast for the forward passes (training, rewards, evaluation) and channels-last
 activations on CUDA for inputs of at least 64×64 (ImageNet-scale, where the convolutions dominate a step), and
 float32/contiguous for CIFAR-size inputs and on CPUs: on an H200 the CIFAR ResNet-20 supernet step is bound by
-kernel launches, and autocast's extra casts made it 6–17% slower (README, benchmarks). Whatever the setting,
-the controller, the transforms P/Q and Φ (Eq. 4, 5), the optimiser state and the probes' gradients stay
+kernel launches, and autocast's extra casts made it 6–17% slower (docs/explanation/measurements.md). Whatever
+the setting, the controller, the transforms P/Q and Φ (Eq. 4, 5), the optimiser state and the probes' gradients stay
 float32; bf16 needs no loss scaling (float32's exponent range).
 """
 

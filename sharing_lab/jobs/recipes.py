@@ -23,8 +23,9 @@ from .spec import Job, Recipe, slug
 from .sweep_file import load_sweep
 
 # Embedded (digits, CPU): every recipe runs the default search, the budget in the paper's proportions
-# (README, "Budget"; sharing-lab budget): a third warm-up, Φ 80% of the way to independent (in log Φ) at 60% of
-# the search phase while the weight lr is at its peak, lr ×0.1 there and again 7 epochs later.
+# (docs/explanation/measurements.md, "Budget"; sharing-lab budget): a third warm-up, Φ 80% of the way to
+# independent (in log Φ) at 60% of the search phase while the weight lr is at its peak, lr ×0.1 there and again 7
+# epochs later.
 EMBEDDED_TARGET = 3.8e4  # MACs, about half of the widest architecture of the embedded space (75,240)
 PAPER_TARGET = 2.05e7  # the paper's ≈50% ResNet-20 target
 SCHEMES = ("ordinal", "independent", "transitionary")
