@@ -5,7 +5,7 @@ layer's maximum width (4⁷ = 16,384 architectures per space), every one trained
 Under the default ``residual`` granularity a decision is one of the benchmark's seven layers: the inner width of
 each block, and the width of each skip line, which the stem (the first stage's skip) and the block outputs
 feeding the same line share. The benchmark's architecture string is these seven decisions in order, each digit
-the multiplier × 4 (:func:`arch_string`).
+the multiplier × 4.
 
 - ``cbm-resnet``: stem 3×3/2 (c0); two basic blocks c0→c1→c0 and c0→c2→c0 with identity shortcuts; a block
   c0→c3 (3×3/2)→c4 *without* shortcut; two blocks c4→c5→c4 and c4→c6→c4; ReLU after every block; pool;
@@ -72,12 +72,6 @@ def _build(model: str, request: Request, maxima: Sequence[int], plan: Sequence[t
         head = ConvSpec("head", previous, features, 1, 1, size)
     return Layout(model, request.granularity, decisions, stem, False, tuple(blocks), head, features,
                   request.num_classes, request.in_channels, request.image_size, "relu")
-
-
-def arch_string(layout: Layout, widths: Sequence[int]) -> str:
-    """The benchmark's name of an architecture (``cbm-*`` layouts, residual granularity): per decision the
-    candidate's index + 1, i.e. its multiplier × 4 for the default candidates ("1111111" … "4444444")."""
-    return "".join(str(index + 1) for index in layout.arch_of(widths))
 
 
 @register_model("cbm-resnet")
