@@ -26,7 +26,7 @@ import sharing_lab
 from sharing_lab import fileio
 from sharing_lab.cli import run as cli_run
 from sharing_lab.config import Config, apply_overrides
-from sharing_lab.jobs.recipes import recipes
+from sharing_lab.jobs.recipes import SCALES, recipes
 from sharing_lab.runs import checkpoints, locking, records, rundir
 from sharing_lab.search import memory
 from sharing_lab.search.export import load_export, write_export
@@ -63,7 +63,7 @@ def test_names_that_are_not_one_plain_component_are_refused(name):
 
 
 def test_every_recipe_job_name_is_a_valid_run_name():
-    for scale in ("embedded", "paper"):
+    for scale in SCALES:
         for recipe in recipes(scale).values():
             for job in recipe.jobs:
                 rundir.check_name(job.name)

@@ -24,9 +24,10 @@ import pytest
 
 import sharing_lab
 from sharing_lab.cli import main
+from sharing_lab.config import resolve
 from sharing_lab.errors import InputError
 from sharing_lab.jobs.executors import ExecutorConfig, executor_config
-from sharing_lab.jobs.recipes import run_recipe, select_jobs
+from sharing_lab.jobs.recipes import FASHION_TARGET, TAU_EMBEDDED, TAU_FASHION, run_recipe, select_jobs
 from sharing_lab.jobs.sweep_file import load_sweep
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -141,6 +142,22 @@ def test_more_seeds_add_jobs_and_keep_the_ones_there_are_and_arms_pick_jobs():
     for args, fragment in ((["--seeds", "0"], "--seeds"), (["--arm", "oit-nothing"], "no arm 'oit-nothing'")):
         code, _, err = invoke("recipe", "oit", "--out", "unused", *args)
         assert code == 2 and err.strip().count("\n") == 0 and fragment in err, err
+
+
+def test_the_fashion_mnist_scale_is_the_embedded_arms_on_its_preset():
+    """``--scale fashion-mnist``: the embedded recipes' arms and names, each job on the fashion-mnist preset, with
+    that space's calibrated rate (and τ/4, 4τ) and its FLOPs target; every job's configuration resolves."""
+    embedded = {job.name: job for job in select_jobs(["all"], "embedded", seeds=2)}
+    fashion = {job.name: job for job in select_jobs(["all"], "fashion-mnist", seeds=2)}
+    assert set(fashion) == {name.replace(f"{TAU_EMBEDDED / 4:g}", f"{TAU_FASHION / 4:g}")
+                            .replace(f"{TAU_EMBEDDED * 4:g}", f"{TAU_FASHION * 4:g}") for name in embedded}
+    assert all(job.config == "fashion-mnist" for job in fashion.values())
+    assert f"sharing.transition={TAU_FASHION}" in fashion["oit-transitionary-s1"].overrides
+    assert f"search.flops_target={FASHION_TARGET}" in fashion["topn-ordinal-target-s0"].overrides
+    config = resolve(fashion["topn-ordinal-target-s0"].config, fashion["topn-ordinal-target-s0"].overrides)
+    assert (config.data.name, config.search.flops_target) == ("fashion-mnist", FASHION_TARGET)
+    code, _, err = invoke("recipe", "oit", "--scale", "nope", "--out", "unused")
+    assert code == 2 and "fashion-mnist" in err
 
 
 def test_executor_options_come_from_the_table_and_the_command_line():

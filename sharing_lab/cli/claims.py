@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import InputError
+from ..jobs.recipes import SCALES
 from ..runs.sweeps import find_run_dirs
 from .console import echo_json, fail
 
@@ -86,7 +87,7 @@ def _show_plan(results, steps) -> None:
               "search.epochs) instead of refusing runs that differ in it.")
 @click.option("--plan", "planned", is_flag=True, help="Per undecided claim, the seeds per arm that would decide "
               "it and the recipe command that adds those runs.")
-@click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True,
+@click.option("--scale", type=click.Choice(SCALES), default="embedded", show_default=True,
               help="With --plan: the recipes' scale.")
 def claims(paths, as_json, markdown, split_by, planned, scale) -> None:
     """Test the paper's claims on the runs at or under PATHS: each claim's statistic over seeds, its 95% interval,

@@ -13,7 +13,7 @@ from ..aps.theorem import run_checks
 from ..errors import InputError
 from ..jobs.executors import SUBMITTED
 from ..jobs.executors import executor_config as make_settings
-from ..jobs.recipes import MAX_SEEDS, run_recipe
+from ..jobs.recipes import MAX_SEEDS, SCALES, run_recipe
 from ..jobs.sweep_file import executor_table
 from ..registry import DATASETS, MODELS, PRESETS, PROBES, SCHEMES
 from ..runs.sweeps import find_run_dirs
@@ -175,7 +175,7 @@ def explore(paths, html, run, arm, layer) -> None:
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
-@click.option("--scale", type=click.Choice(["embedded", "paper"]), default="embedded", show_default=True)
+@click.option("--scale", type=click.Choice(SCALES), default="embedded", show_default=True)
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--executor", "kind", type=click.Choice(["local", "slurm", "ray"]),
               help="Where the runs go: local worker processes (default), SLURM (submitit) or Ray.")

@@ -35,57 +35,73 @@ SEEDS = (0, 1, 2, 3, 4)  # the claims need at least five seeds per arm (sharing_
 TAU_EMBEDDED = 1.4e-4
 TAUS_EMBEDDED = (3.5e-5, TAU_EMBEDDED, 5.6e-4)
 TAUS_PAPER = (1e-6, 1e-7, 1e-8, 1e-9)
+# Fashion-MNIST (the fashion-mnist preset; the ground-truth space fashion-mnist-resnet20-x1248): the embedded arms on
+# that space, its constant rate calibrated the same way (sharing-lab budget --config fashion-mnist --calibrate), the
+# target half of its widest architecture (2,138,208 MACs).
+FASHION_CONFIG = "fashion-mnist"
+TAU_FASHION = 4.3e-6
+TAUS_FASHION = (TAU_FASHION / 4, TAU_FASHION, TAU_FASHION * 4)
+FASHION_TARGET = 1.07e6
+SCALES = ("embedded", "fashion-mnist", "paper")
 
 
 MAX_SEEDS = 1000
 
 
 def recipes(scale: str = "embedded", seeds: int | None = None) -> dict[str, Recipe]:
-    """Every recipe at ``scale`` (``embedded``: digits on a CPU; ``paper``: CIFAR-10 ResNet-20 on a GPU), with
-    seeds 0…``seeds``−1 in every arm that is repeated over seeds (default: :data:`SEEDS` embedded, three at paper
-    scale). Seeds only add jobs: the job of seed k is named and configured the same whatever ``seeds`` is, so a
-    recipe with more seeds resumes the one with fewer (its finished runs are kept)."""
-    if scale not in ("embedded", "paper"):
-        raise InputError(f"unknown scale {scale!r}; known: embedded, paper")
+    """Every recipe at ``scale`` (``embedded``: digits on a CPU; ``fashion-mnist``: the same arms on the
+    Fashion-MNIST preset; ``paper``: CIFAR-10 ResNet-20 on a GPU), with seeds 0…``seeds``−1 in every arm that is
+    repeated over seeds (default: :data:`SEEDS`, three at paper scale). Seeds only add jobs: the job of seed k is
+    named and configured the same whatever ``seeds`` is, so a recipe with more seeds resumes the one with fewer (its
+    finished runs are kept)."""
+    if scale not in SCALES:
+        raise InputError(f"unknown scale {scale!r}; known: {', '.join(SCALES)}")
     if seeds is not None and not 1 <= seeds <= MAX_SEEDS:
         raise InputError(f"seeds must be between 1 and {MAX_SEEDS}, got {seeds}")
-    if scale == "embedded":
-        return _embedded(tuple(range(seeds)) if seeds else SEEDS)
+    if scale != "paper":
+        chosen = tuple(range(seeds)) if seeds else SEEDS
+        if scale == "fashion-mnist":
+            return _embedded(chosen, FASHION_CONFIG, TAU_FASHION, TAUS_FASHION, FASHION_TARGET)
+        return _embedded(chosen)
     return _paper(tuple(range(seeds or 3)))
 
 
-def _embedded(seeds: tuple[int, ...]) -> dict[str, Recipe]:
-    """Every arm the claims compare (sharing_lab.analysis.claims) over ``seeds``, all on the default budget: O, I,
-    T at the calibrated constant τ and T under the default Φ schedule; T at τ/4 and 4τ; O, I, T(τ) under a FLOPs
-    target; the overlap levels strictly between O and I (α = 0.25, 0.5), and α = 0.75 (Figure 3) at seed 0 only:
-    in this space it is ordinal (its Φ is O's)."""
-    rate = (f"sharing.transition={TAU_EMBEDDED}",)
+def _embedded(seeds: tuple[int, ...], config: str | None = None, tau: float = TAU_EMBEDDED,
+              taus: tuple[float, ...] = TAUS_EMBEDDED, target: float = EMBEDDED_TARGET) -> dict[str, Recipe]:
+    """Every arm the claims compare (sharing_lab.analysis.claims) over ``seeds``, all on the default budget of the
+    preset ``config`` (None: the embedded default): O, I, T at the calibrated constant ``tau`` and T under the
+    default Φ schedule; T at the other ``taus`` (τ/4 and 4τ); O, I, T(τ) under the FLOPs ``target``; the overlap
+    levels strictly between O and I (α = 0.25, 0.5), and α = 0.75 (Figure 3) at seed 0 only: in the embedded space
+    it is ordinal (its Φ is O's)."""
+    rate = (f"sharing.transition={tau}",)
     oit = Recipe("oit", ("fig4", "fig5", "gt", "rank"))
     for seed in seeds:
         for scheme in SCHEMES:
             extra = rate if scheme == "transitionary" else ()
-            oit.jobs.append(Job(f"oit-{scheme}-s{seed}", (f"sharing.scheme={scheme}", *extra, f"seed={seed}")))
-        oit.jobs.append(Job(f"oit-scheduled-s{seed}", ("sharing.scheme=transitionary", f"seed={seed}")))
-    tau = Recipe("tau", ("fig6", "fig7"))
+            oit.jobs.append(Job(f"oit-{scheme}-s{seed}", (f"sharing.scheme={scheme}", *extra, f"seed={seed}"),
+                                config=config))
+        oit.jobs.append(Job(f"oit-scheduled-s{seed}", ("sharing.scheme=transitionary", f"seed={seed}"), config=config))
+    rates = Recipe("tau", ("fig6", "fig7"))
     for seed in seeds:
-        for value in TAUS_EMBEDDED:
-            if value != TAU_EMBEDDED:  # the middle rate is oit's transitionary arm
-                tau.jobs.append(Job(f"tau-{value:g}-s{seed}", ("sharing.scheme=transitionary",
-                                                                f"sharing.transition={value}", f"seed={seed}")))
+        for value in taus:
+            if value != tau:  # the middle rate is oit's transitionary arm
+                rates.jobs.append(Job(f"tau-{value:g}-s{seed}", ("sharing.scheme=transitionary",
+                                                                  f"sharing.transition={value}", f"seed={seed}"),
+                                      config=config))
     topn = Recipe("topn", ("fig8",))
     for seed in seeds:
         for scheme in SCHEMES:
             extra = rate if scheme == "transitionary" else ()
             topn.jobs.append(Job(f"topn-{scheme}-target-s{seed}", (f"sharing.scheme={scheme}", *extra,
-                                                                     f"search.flops_target={EMBEDDED_TARGET}",
-                                                                     f"seed={seed}")))
+                                                                     f"search.flops_target={target}",
+                                                                     f"seed={seed}"), config=config))
     overlap = Recipe("overlap", ("fig3",))
     for seed in seeds:
         for alpha in (0.25, 0.5, 0.75):  # α = 0 and 1 are oit's independent and ordinal arms
             if alpha != 0.75 or seed == 0:
                 overlap.jobs.append(Job(f"overlap-{slug(str(alpha))}-s{seed}",
-                                        (f"sharing.scheme=overlap:{alpha}", f"seed={seed}")))
-    return {r.name: r for r in (oit, tau, topn, overlap)}
+                                        (f"sharing.scheme=overlap:{alpha}", f"seed={seed}"), config=config))
+    return {r.name: r for r in (oit, rates, topn, overlap)}
 
 
 def _paper(seeds: tuple[int, ...]) -> dict[str, Recipe]:
