@@ -10,7 +10,7 @@ import click
 from ..analysis.truth_build import build
 from ..truth.channel_bench_macro import SOURCE, import_results
 from ..truth.regime import regime
-from ..truth.table import SPACES, groundtruth, read_table_file, resolve_space, spread, summarise
+from ..truth.table import SPACES, groundtruth, read_table_file, spread, summarise
 from .console import echo_json, log
 
 
@@ -70,7 +70,7 @@ def groundtruth_import(benchmark, file, model, data_dir, replace) -> None:
 def groundtruth_show(space, data_dir, target, top, as_json) -> None:
     """The ground truth of SPACE: its spread, the paper's-regime figures (resolution, top-two gap per decision,
     within-target spread; paired over seeds) and the architectures by rank."""
-    rows = groundtruth(resolve_space(space), data_dir)
+    rows = groundtruth(space, data_dir)
     figures, table, fit = spread(rows), summarise(rows), regime(rows, target)
     if as_json:
         echo_json({"space": space, "spread": figures, "regime": fit, "architectures": table.to_dict("records")})

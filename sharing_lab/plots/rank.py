@@ -17,7 +17,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ..truth.table import groundtruth, space_for, summarise, table_present
+from ..truth.scoring import shipped_truth
 from .common import accuracy_column, retrained
 from .runs import MissingRuns, RunSet, scheme_arms
 from .style import new_figure, ordered, scheme_color, scheme_label, with_theme
@@ -83,11 +83,11 @@ def truth_pairs(runset: RunSet) -> pd.DataFrame:
         return pd.DataFrame(columns=["id", "scheme", "x", "y"])
     for label, run in ((label, run) for label, runs in arms.items() for run in runs):
         space = run.table("space")
-        truth_space = space_for(run.config)
-        if space.empty or truth_space is None or not table_present(truth_space, run.config.data.dir):
+        found = shipped_truth(run.config)  # read and summarised once per space, not once per run
+        if space.empty or found is None:
             continue
         last = space[space["step"] == space["step"].max()]
-        truth = summarise(groundtruth(truth_space, run.config.data.dir)).set_index("widths")["test_acc"]
+        truth = found.table.set_index("widths")["test_acc"]
         frames.append(pd.DataFrame({"id": run.id, "scheme": label, "widths": last["widths"],
                                     "x": last["supernet_acc"].astype(float),
                                     "y": last["widths"].map(truth).astype(float)}).dropna())
