@@ -125,6 +125,24 @@ def test_calibrate_tau_finds_the_constant_rate_that_reaches_the_fraction():
     assert slower.progress_at(0.5) < trajectory.progress_at(0.5)
 
 
+def test_calibration_stops_once_the_two_printed_digits_are_settled(monkeypatch):
+    """The bisection ends when both ends of the bracket round to τ's two digits: fewer replays than the
+    iterations allow, and the same τ a full bisection gives."""
+    import sharing_lab.search.replay as replay_module
+    config = apply_overrides(Config(), ["sharing.transition=1e-4", "search.epochs=12", "search.warmup_epochs=2"])
+    space = build_space(config, *SHAPE)
+    calls = []
+    real = replay_module.replay
+    monkeypatch.setattr(replay_module, "replay", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    tau, _ = calibrate_tau(config, space, 20, fraction=0.5, at=0.5, iterations=30)
+    early = len(calls)
+    monkeypatch.setattr(replay_module, "_two_digits", lambda value: value)  # never settled: all 30 iterations
+    calls.clear()
+    full, _ = calibrate_tau(config, space, 20, fraction=0.5, at=0.5, iterations=30)
+    assert early < 20 and len(calls) == 31
+    assert tau == float(f"{full:.2g}")
+
+
 def test_budget_states_the_ratios_beside_the_papers():
     config = Config()
     space = build_space(config, *SHAPE)

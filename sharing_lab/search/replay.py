@@ -79,18 +79,25 @@ def calibrate_tau(config: Config, space: SearchSpace, steps_per_epoch: int, frac
                   at: float = 0.6, iterations: int = 20) -> tuple[float, Trajectory]:
     """The constant τ whose replayed Φ is ``fraction`` of the way (in log Φ) from ordinal to independent at
     position ``at`` of the search phase: bisection in log τ (Φ moves faster with a larger τ), and its
-    whole trajectory."""
+    whole trajectory. τ is given to two significant digits, so the bisection stops as soon as both ends of its
+    bracket round to the same two digits (rounding is monotone: a longer bisection would give the same τ)."""
     low, high = -10.0, 0.0
     epochs = max(1, round(at * (config.search.epochs - config.search.warmup_epochs)))
     for _ in range(iterations):
+        if _two_digits(10 ** low) == _two_digits(10 ** high):
+            break
         middle = 0.5 * (low + high)
         reached = replay(at_rate(config, 10 ** middle), space, steps_per_epoch, epochs).rows["progress"].iloc[-1]
         if math.isfinite(reached) and reached >= fraction:
             high = middle
         else:
             low = middle
-    tau = float(f"{10 ** high:.2g}")
+    tau = _two_digits(10 ** high)
     return tau, replay(at_rate(config, tau), space, steps_per_epoch)
+
+
+def _two_digits(value: float) -> float:
+    return float(f"{value:.2g}")
 
 
 def lr_shares(config: Config, steps_per_epoch: int) -> tuple[float, float]:
