@@ -5,6 +5,7 @@ hostile (truncated, wrong magic, a header that lies about its size, labels out o
 from __future__ import annotations
 
 import gzip
+import json
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sharing_lab.config import resolve
 from sharing_lab.data import idx, load_data
 from sharing_lab.data.idx import FASHION_MNIST_DIR, VAL_IMAGES, read_idx
 from sharing_lab.errors import InputError
+from sharing_lab.jobs.recipes import FASHION_TARGET
 from sharing_lab.truth import table as gt
 
 SIDE = 6  # conftest's IDX_SIDE
@@ -114,9 +116,24 @@ def test_without_the_package_fashion_mnist_names_it(tmp_path, monkeypatch, capsy
 def test_the_preset_is_the_ground_truth_space():
     config = resolve("fashion-mnist", [])
     space = gt.space_for(config)
-    assert space is gt.SPACES["fashion-mnist-resnet20-x1248"]
+    assert space is gt.SPACES["fashion-mnist-resnet20-x124"]
     assert (config.data.image_size, config.data.train_images, config.retrain.epochs) == (14, 10_000, 10)
     assert space.config().retrain == config.retrain  # searches retrain as the table was trained
+
+
+def test_groundtruth_show_judges_the_space_at_its_own_target(capsys):
+    """The shipped table's regime figures come at the space's declared target (the recipes' too), unless --target
+    names another; the within-target architectures are those at or under it."""
+    space = gt.SPACES["fashion-mnist-resnet20-x124"]
+    assert FASHION_TARGET == space.target == 2.8e5
+    for extra, target in (([], space.target), (["--target", "2e5"], 2e5)):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["groundtruth", "show", space.name, "--json", *extra])
+        assert exit_info.value.code == 0
+        fit = json.loads(capsys.readouterr().out)["regime"]
+        assert fit["target"] == target
+        rows = gt.summarise(gt.groundtruth(space))
+        assert fit["within_target"] == int((rows["macs"] <= target).sum())
 
 
 @pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Debian's dataset-fashion-mnist is not installed")

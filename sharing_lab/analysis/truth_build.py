@@ -95,7 +95,7 @@ def build(space: str | TruthSpace, out: str | Path | None = None, progress: bool
         rows, wall_s = frame.to_dict("records"), float(meta.get("wall_s", 0.0))
     done = {(row["widths"], int(row["seed"])) for row in rows}
     base = space.config()
-    shape = _data_shape(base)
+    shape = data_shape(base)
     search_space = build_space(base, *shape)
     todo = [(arch, seed) for seed in space.seeds for arch in search_space.enumerate()
             if (",".join(map(str, search_space.widths_of(arch))), seed) not in done]
@@ -127,7 +127,8 @@ def build(space: str | TruthSpace, out: str | Path | None = None, progress: bool
     return path
 
 
-def _data_shape(config: Config) -> tuple[int, int, int]:
+def data_shape(config: Config) -> tuple[int, int, int]:
+    """(classes, channels, image size) of ``config``'s data, which the search space is built for."""
     data = load_data(config.data.name, config.data.dir, config.seed, config.data.image_size, config.data.workers,
                      config.data.train_images)
     return data.num_classes, data.in_channels, data.image_size

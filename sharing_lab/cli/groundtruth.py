@@ -10,7 +10,7 @@ import click
 from ..analysis.truth_build import build
 from ..truth.channel_bench_macro import SOURCE, import_results
 from ..truth.regime import regime
-from ..truth.table import SPACES, groundtruth, read_table_file, spread, summarise
+from ..truth.table import SPACES, groundtruth, read_table_file, resolve_space, spread, summarise
 from .console import echo_json, log
 
 
@@ -63,7 +63,8 @@ def groundtruth_import(benchmark, file, model, data_dir, replace) -> None:
 @click.argument("space")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Where an imported table lives (data.dir).")
 @click.option("--target", type=click.FloatRange(min=0, min_open=True),
-              help="FLOPs target in MACs for the within-target figures (default: half the widest architecture's).")
+              help="FLOPs target in MACs for the within-target figures (default: the space's own, else half the "
+                   "widest architecture's).")
 @click.option("--top", type=click.IntRange(min=0), default=20, show_default=True,
               help="Architectures listed, best first (0: all).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object on stdout (every architecture).")
@@ -71,6 +72,7 @@ def groundtruth_show(space, data_dir, target, top, as_json) -> None:
     """The ground truth of SPACE: its spread, the paper's-regime figures (resolution, top-two gap per decision,
     within-target spread; paired over seeds) and the architectures by rank."""
     rows = groundtruth(space, data_dir)
+    target = target if target is not None else resolve_space(space).target
     figures, table, fit = spread(rows), summarise(rows), regime(rows, target)
     if as_json:
         echo_json({"space": space, "spread": figures, "regime": fit, "architectures": table.to_dict("records")})
