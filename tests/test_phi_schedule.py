@@ -125,6 +125,27 @@ def test_calibrate_tau_finds_the_constant_rate_that_reaches_the_fraction():
     assert slower.progress_at(0.5) < trajectory.progress_at(0.5)
 
 
+def test_calibration_reads_a_diverging_phi_as_too_large_a_rate(monkeypatch):
+    """Above some τ the steps overshoot and Φ grows without bound (progress < 0, or not finite): the bisection
+    must go below such a rate, not above it (it did, and returned τ = 1 on the Fashion-MNIST space)."""
+    import types
+
+    import pandas as pd
+
+    import sharing_lab.search.replay as replay_module
+
+    def progress(tau: float) -> float:
+        return min(tau / 1e-5, 1.0) if tau < 1e-3 else (-5.0 if tau < 1e-1 else float("nan"))
+
+    def fake(config, *args, **kwargs):
+        return types.SimpleNamespace(rows=pd.DataFrame({"progress": [progress(config.sharing.transition)]}))
+
+    monkeypatch.setattr(replay_module, "replay", fake)
+    config = apply_overrides(Config(), ["sharing.transition=1e-4"])
+    tau, _ = calibrate_tau(config, build_space(config, *SHAPE), 20)
+    assert tau == 8e-6
+
+
 def test_calibration_stops_once_the_two_printed_digits_are_settled(monkeypatch):
     """The bisection ends when both ends of the bracket round to τ's two digits: fewer replays than the
     iterations allow, and the same τ a full bisection gives."""

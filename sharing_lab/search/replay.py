@@ -78,9 +78,10 @@ def replay(config: Config, space: SearchSpace, steps_per_epoch: int, epochs: int
 def calibrate_tau(config: Config, space: SearchSpace, steps_per_epoch: int, fraction: float = 0.8,
                   at: float = 0.6, iterations: int = 20) -> tuple[float, Trajectory]:
     """The constant τ whose replayed Φ is ``fraction`` of the way (in log Φ) from ordinal to independent at
-    position ``at`` of the search phase: bisection in log τ (Φ moves faster with a larger τ), and its
-    whole trajectory. τ is given to two significant digits, so the bisection stops as soon as both ends of its
-    bracket round to the same two digits (rounding is monotone: a longer bisection would give the same τ)."""
+    position ``at`` of the search phase, and its whole trajectory: bisection in log τ (Φ moves faster with a
+    larger τ, until a τ so large that the steps overshoot and Φ diverges, which counts as too fast). τ is given
+    to two significant digits, so the bisection stops as soon as both ends of its bracket round to the same two
+    digits (rounding is monotone: a longer bisection would give the same τ)."""
     low, high = -10.0, 0.0
     epochs = max(1, round(at * (config.search.epochs - config.search.warmup_epochs)))
     for _ in range(iterations):
@@ -88,7 +89,8 @@ def calibrate_tau(config: Config, space: SearchSpace, steps_per_epoch: int, frac
             break
         middle = 0.5 * (low + high)
         reached = replay(at_rate(config, 10 ** middle), space, steps_per_epoch, epochs).rows["progress"].iloc[-1]
-        if math.isfinite(reached) and reached >= fraction:
+        # too large a τ overshoots: Φ grows past its start (progress < 0) or overflows, a rate to go below
+        if not math.isfinite(reached) or reached < 0 or reached >= fraction:
             high = middle
         else:
             low = middle
