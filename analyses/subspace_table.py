@@ -17,6 +17,7 @@ from __future__ import annotations
 import sys
 
 from sharing_lab.analysis.truth_build import data_shape
+from sharing_lab.errors import InputError
 from sharing_lab.space import build_space
 from sharing_lab.truth.table import (
     metadata,
@@ -33,13 +34,13 @@ def derive(source_name: str, target_name: str) -> int:
     source, target = resolve_space(source_name), resolve_space(target_name)
     frame, meta = read_table_file(table_path(source.name), source)
     if recipe_of(meta) != recipe(target):
-        raise SystemExit(f"{source.name}'s table was built with another recipe than {target.name}'s")
+        raise InputError(f"{source.name}'s table was built with another recipe than {target.name}'s")
     shared = ("data.name", "data.image_size", "data.train_images", "model.name", "model.granularity")
     if any(source.key().get(field) != target.key().get(field) for field in shared):
-        raise SystemExit(f"{source.name} and {target.name} differ in data or model")
+        raise InputError(f"{source.name} and {target.name} differ in data or model")
     out = table_path(target.name)
     if target.name != source.name and out.exists():
-        raise SystemExit(f"{out} exists: build it with sharing-lab groundtruth build {target.name}")
+        raise InputError(f"{out} exists: build it with sharing-lab groundtruth build {target.name}")
     config = target.config()
     space = build_space(config, *data_shape(config))
     archs = {",".join(map(str, space.widths_of(arch))) for arch in space.enumerate()}
@@ -51,4 +52,10 @@ def derive(source_name: str, target_name: str) -> int:
 
 
 if __name__ == "__main__":
-    derive(*sys.argv[1:3])
+    if len(sys.argv) != 3:
+        sys.exit("usage: python analyses/subspace_table.py SOURCE TARGET")
+    try:
+        derive(sys.argv[1], sys.argv[2])
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 import torch
 from test_search_cli import TINY, assert_input_error, invoke
 
+import sharing_lab.search.replay as replay_module
 from sharing_lab import read_table
 from sharing_lab.aps.phi_schedule import MAX_MOVE, PhiSchedule, layer_bounds, log_progress, progress, side_floor
 from sharing_lab.aps.schemes import get_scheme
@@ -128,17 +130,11 @@ def test_calibrate_tau_finds_the_constant_rate_that_reaches_the_fraction():
 def test_calibration_reads_a_diverging_phi_as_too_large_a_rate(monkeypatch):
     """Above some τ the steps overshoot and Φ grows without bound (progress < 0, or not finite): the bisection
     must go below such a rate, not above it (it did, and returned τ = 1 on the Fashion-MNIST space)."""
-    import types
-
-    import pandas as pd
-
-    import sharing_lab.search.replay as replay_module
-
     def progress(tau: float) -> float:
         return min(tau / 1e-5, 1.0) if tau < 1e-3 else (-5.0 if tau < 1e-1 else float("nan"))
 
     def fake(config, *args, **kwargs):
-        return types.SimpleNamespace(rows=pd.DataFrame({"progress": [progress(config.sharing.transition)]}))
+        return SimpleNamespace(rows=pd.DataFrame({"progress": [progress(config.sharing.transition)]}))
 
     monkeypatch.setattr(replay_module, "replay", fake)
     config = apply_overrides(Config(), ["sharing.transition=1e-4"])
@@ -149,7 +145,6 @@ def test_calibration_reads_a_diverging_phi_as_too_large_a_rate(monkeypatch):
 def test_calibration_stops_once_the_two_printed_digits_are_settled(monkeypatch):
     """The bisection ends when both ends of the bracket round to τ's two digits: fewer replays than the
     iterations allow, and the same τ a full bisection gives."""
-    import sharing_lab.search.replay as replay_module
     config = apply_overrides(Config(), ["sharing.transition=1e-4", "search.epochs=12", "search.warmup_epochs=2"])
     space = build_space(config, *SHAPE)
     calls = []
