@@ -251,6 +251,16 @@ def test_a_run_that_differs_is_refused_naming_the_key_and_split_on_request(tmp_p
     assert all(c["verdict"] == "inconclusive" for c in families[f"search.epochs={EPOCHS + 2}"]["claims"])
     code, _, err = run_cli(["claims", tmp_path, "--split-by", "search.nothing"], capsys)
     assert code == 2 and "no such configuration key" in err
+    code, out, err = run_cli(["claims", tmp_path, "--split-by", "search.epochs", "--side-by-side"], capsys)
+    lines = out.splitlines()
+    assert code == 0, err
+    assert lines[0] == f"| id | claim | search.epochs={EPOCHS} | search.epochs={EPOCHS + 2} |"
+    row = next(line for line in lines if line.startswith("| 1a |")).split(" | ")
+    assert row[2].endswith(", n = 5: **holds**") and row[3].endswith(": **inconclusive** |")
+    assert lines[-1].startswith("| | verdicts | ") and len(lines) == 2 + len(families[f"search.epochs={EPOCHS}"]
+                                                                              ["claims"]) + 1
+    code, out, err = run_cli(["claims", tmp_path, "--side-by-side"], capsys)
+    assert code == 2 and "--side-by-side needs --split-by" in err and "Traceback" not in out + err
 
 
 def test_the_plan_on_one_seed_per_arm_names_runs(tmp_path, capsys):

@@ -3,6 +3,7 @@ figures/README.md holds) or JSON; ``--plan``: the seeds and recipe commands that
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -51,6 +52,27 @@ def _markdown(results) -> None:
                    f"{_p(claim.p_adjusted)} | **{claim.verdict}** |")
 
 
+def _side_by_side(families: dict) -> None:
+    """One Markdown row per claim and one column per family (e.g. per space): its figure and verdict. A claim's
+    arms may name a family's own rate, so its statement is shown without it."""
+    from ..analysis.verdicts import counts
+
+    by_family = {family: {claim.id: claim for claim in results} for family, results in families.items()}
+    statements = {}
+    for results in families.values():
+        for claim in results:
+            statements.setdefault(claim.id, re.sub(r" \(τ = [^)]*\)", "", claim.statement))
+    click.echo("| id | claim | " + " | ".join(families) + " |\n|---|---|" + "---|" * len(families))
+    for claim_id, statement in statements.items():
+        cells = [("–" if claims.get(claim_id) is None else
+                  f"{_figure(claims[claim_id])}, n = {claims[claim_id].n}: **{claims[claim_id].verdict}**")
+                 for claims in by_family.values()]
+        click.echo(f"| {claim_id} | {statement} | " + " | ".join(cells) + " |")
+    totals = [counts(results) for results in families.values()]
+    click.echo("| | verdicts | " + " | ".join(", ".join(f"{total[v]} {v}" for v in total) for total in totals)
+               + " |")
+
+
 def _text(results) -> None:
     for claim in results:
         click.echo(f"{claim.id:<3} {claim.verdict.upper():<12} {claim.statement}")
@@ -85,11 +107,13 @@ def _show_plan(results, steps) -> None:
 @click.option("--markdown", is_flag=True, help="A Markdown table (what figures/README.md holds).")
 @click.option("--split-by", metavar="KEY", help="Report the claims per value of this configuration key (e.g. "
               "search.epochs) instead of refusing runs that differ in it.")
+@click.option("--side-by-side", is_flag=True, help="With --split-by: one Markdown table, a column per value "
+              "(each family decided on its own), for comparing e.g. two spaces.")
 @click.option("--plan", "planned", is_flag=True, help="Per undecided claim, the seeds per arm that would decide "
               "it and the recipe command that adds those runs.")
 @click.option("--scale", type=click.Choice(SCALES), default="embedded", show_default=True,
               help="With --plan: the recipes' scale.")
-def claims(paths, as_json, markdown, split_by, planned, scale) -> None:
+def claims(paths, as_json, markdown, split_by, side_by_side, planned, scale) -> None:
     """Test the paper's claims on the runs at or under PATHS: each claim's statistic over seeds, its 95% interval,
     Holm-adjusted p-values over the claims tested together, and a verdict (holds, fails, no effect: within the
     claim's margin δ by a TOST, inconclusive), from the records only."""
@@ -101,7 +125,12 @@ def claims(paths, as_json, markdown, split_by, planned, scale) -> None:
         raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
     if as_json and markdown:
         fail("--json and --markdown are exclusive: choose one output")
+    if side_by_side and (split_by is None or as_json or markdown or planned):
+        fail("--side-by-side needs --split-by and is its own output: drop --json, --markdown and --plan")
     families = claims_of(paths, split_by)
+    if side_by_side:
+        _side_by_side(families)
+        return
     payload = {"min_seeds": MIN_SEEDS, "alpha": ALPHA, "families": {}}
     for group, results in families.items():
         if group and not as_json:
