@@ -1,6 +1,7 @@
-"""The records committed behind ``figures/`` (``records/embedded``, from ``sharing-lab recipe all`` with more seeds):
-every claim is tested on at least five seeds per arm, ``figures/README.md`` holds the table ``sharing-lab claims``
-prints for them, and the default search's accuracy at the end is within a point of its best (issue 13)."""
+"""The records committed behind ``figures/`` (``records/embedded`` and ``records/fashion-mnist``, from ``sharing-lab
+recipe all``): every claim is tested on at least five seeds per arm, ``figures/README.md`` holds the table
+``sharing-lab claims`` prints for each, and the default search's accuracy at the end is within a point of its best
+(issue 13)."""
 
 from __future__ import annotations
 
@@ -17,36 +18,36 @@ from sharing_lab.plots.runs import RunSet
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "records" / "embedded"
+FASHION_RECORDS = ROOT / "records" / "fashion-mnist"
 README = ROOT / "figures" / "README.md"
+CLAIMS_TESTED = {RECORDS: 29, FASHION_RECORDS: 29}
 
 pytestmark = pytest.mark.skipif(not RECORDS.is_dir(), reason="no committed records in this checkout")
 
 
-@pytest.fixture(scope="module")
-def claims():
-    return claims_of([RECORDS])[""]
-
-
-def test_every_claim_is_tested_on_at_least_five_seeds_per_arm(claims):
-    assert len(claims) == 29
+@pytest.mark.parametrize("records", list(CLAIMS_TESTED), ids=lambda path: path.name)
+def test_every_claim_is_tested_on_at_least_five_seeds_per_arm(records):
+    claims = claims_of([records])[""]
+    assert len(claims) == CLAIMS_TESTED[records]
     for claim in claims:
         assert claim.value is not None and claim.low is not None, claim
         assert claim.n >= MIN_SEEDS, claim
         assert claim.verdict in VERDICTS
 
 
-def test_the_figures_readme_holds_the_claims_table_of_these_records(capsys):
-    """Every line of ``sharing-lab claims records/embedded --markdown`` (the table and its count of verdicts)
-    is in figures/README.md, as printed."""
+@pytest.mark.parametrize("records", list(CLAIMS_TESTED), ids=lambda path: path.name)
+def test_the_figures_readme_holds_the_claims_table_of_these_records(records, capsys):
+    """Every line of ``sharing-lab claims records/… --markdown`` (the table and its count of verdicts) is in
+    figures/README.md, as printed, for both spaces' records."""
     with pytest.raises(SystemExit) as exit_info:
-        main(["claims", str(RECORDS), "--markdown"])
+        main(["claims", str(records), "--markdown"])
     assert exit_info.value.code == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert len(lines) == 2 + 29 + 1
+    assert len(lines) == 2 + CLAIMS_TESTED[records] + 1
     text = README.read_text().splitlines()
     missing = [line for line in lines if line not in text]
-    assert not missing, "figures/README.md is not what claims prints; run: sharing-lab claims records/embedded " \
-                        "--markdown\n" + "\n".join(missing)
+    assert not missing, f"figures/README.md is not what claims prints; run: sharing-lab claims " \
+                        f"records/{records.name} --markdown\n" + "\n".join(missing)
 
 
 def test_the_committed_runs_are_the_recipes_default_budget():
@@ -56,6 +57,23 @@ def test_the_committed_runs_are_the_recipes_default_budget():
     assert set(runs.meta["epochs"]) == {default.epochs} and set(runs.meta["warmup_epochs"]) == {default.warmup_epochs}
     for run in runs:
         assert not list(run.path.glob("checkpoint*")), run.path  # records only
+
+
+def test_the_fashion_mnist_runs_are_the_presets_searches_on_its_space():
+    """Every committed Fashion-MNIST run searched the preset's space (its data, model and schedule) and was scored
+    against the shipped table of ``fashion-mnist-resnet20-x124``; the targeted arms used the space's target."""
+    from sharing_lab.truth.table import SPACES
+
+    runs = RunSet.from_paths([FASHION_RECORDS])
+    assert len(runs) >= 45
+    assert set(runs.meta["data"]) == {"fashion-mnist"} and set(runs.meta["model"]) == {"resnet20"}
+    assert set(runs.meta["epochs"]) == {45} and set(runs.meta["warmup_epochs"]) == {15}
+    targets = set(runs.meta["flops_target"].dropna())
+    assert targets == {SPACES["fashion-mnist-resnet20-x124"].target}
+    for run in runs:
+        assert not list(run.path.glob("checkpoint*")), run.path
+        scalars = run.table("scalars")
+        assert (scalars["name"] == "gt_kendall").any(), run.path
 
 
 @pytest.mark.parametrize("seed", range(5))
