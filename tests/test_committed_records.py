@@ -106,3 +106,18 @@ def test_rescoring_against_the_table_a_run_was_scored_with_gives_its_recorded_sc
     for name in ("gt_kendall", "gt_spearman", "gt_top1_prob", "gt_top5_prob"):
         recorded = scalars[scalars["name"] == name].set_index("step")["value"]
         assert fresh[name].to_numpy() == pytest.approx(recorded.loc[fresh.index].to_numpy(), rel=1e-9), name
+
+
+def test_the_figures_readme_holds_both_spaces_side_by_side(capsys):
+    """The comparison table in figures/README.md is what ``claims records/embedded records/fashion-mnist
+    --split-by data.name --side-by-side`` prints."""
+    if not FASHION_RECORDS.is_dir():
+        pytest.skip("no Fashion-MNIST records in this checkout")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["claims", str(RECORDS), str(FASHION_RECORDS), "--split-by", "data.name", "--side-by-side"])
+    assert exit_info.value.code in (0, None)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 2 + 29 + 1
+    text = README.read_text().splitlines()
+    missing = [line for line in lines if line not in text]
+    assert not missing, "figures/README.md's side-by-side table is not what claims prints\n" + "\n".join(missing)
