@@ -25,6 +25,18 @@ CLAIMS_TESTED = {RECORDS: 29, FASHION_RECORDS: 29}
 pytestmark = pytest.mark.skipif(not RECORDS.is_dir(), reason="no committed records in this checkout")
 
 
+def _printed_lines(args: list[str], capsys) -> tuple[int | None, list[str]]:
+    """The CLI's exit code and the non-blank lines it printed for ``args``."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def _missing_from_readme(lines: list[str]) -> list[str]:
+    text = README.read_text().splitlines()
+    return [line for line in lines if line not in text]
+
+
 @pytest.mark.parametrize("records", list(CLAIMS_TESTED), ids=lambda path: path.name)
 def test_every_claim_is_tested_on_at_least_five_seeds_per_arm(records):
     claims = claims_of([records])[""]
@@ -39,13 +51,10 @@ def test_every_claim_is_tested_on_at_least_five_seeds_per_arm(records):
 def test_the_figures_readme_holds_the_claims_table_of_these_records(records, capsys):
     """Every line of ``sharing-lab claims records/… --markdown`` (the table and its count of verdicts) is in
     figures/README.md, as printed, for both spaces' records."""
-    with pytest.raises(SystemExit) as exit_info:
-        main(["claims", str(records), "--markdown"])
-    assert exit_info.value.code == 0
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    code, lines = _printed_lines(["claims", str(records), "--markdown"], capsys)
+    assert code == 0
     assert len(lines) == 2 + CLAIMS_TESTED[records] + 1
-    text = README.read_text().splitlines()
-    missing = [line for line in lines if line not in text]
+    missing = _missing_from_readme(lines)
     assert not missing, f"figures/README.md is not what claims prints; run: sharing-lab claims " \
                         f"records/{records.name} --markdown\n" + "\n".join(missing)
 
@@ -113,11 +122,9 @@ def test_the_figures_readme_holds_both_spaces_side_by_side(capsys):
     --split-by data.name --side-by-side`` prints."""
     if not FASHION_RECORDS.is_dir():
         pytest.skip("no Fashion-MNIST records in this checkout")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["claims", str(RECORDS), str(FASHION_RECORDS), "--split-by", "data.name", "--side-by-side"])
-    assert exit_info.value.code in (0, None)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    code, lines = _printed_lines(["claims", str(RECORDS), str(FASHION_RECORDS), "--split-by", "data.name",
+                                  "--side-by-side"], capsys)
+    assert code in (0, None)
     assert len(lines) == 2 + 29 + 1
-    text = README.read_text().splitlines()
-    missing = [line for line in lines if line not in text]
+    missing = _missing_from_readme(lines)
     assert not missing, "figures/README.md's side-by-side table is not what claims prints\n" + "\n".join(missing)

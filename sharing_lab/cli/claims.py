@@ -52,11 +52,16 @@ def _markdown(results) -> None:
                    f"{_p(claim.p_adjusted)} | **{claim.verdict}** |")
 
 
+def _tally(results) -> str:
+    """How many claims got each verdict, e.g. "8 holds, 2 fails, 0 no effect, 19 inconclusive"."""
+    from ..analysis.verdicts import counts
+
+    return ", ".join(f"{count} {verdict}" for verdict, count in counts(results).items())
+
+
 def _side_by_side(families: dict) -> None:
     """One Markdown row per claim and one column per family (e.g. per space): its figure and verdict. A claim's
     arms may name a family's own rate, so its statement is shown without it."""
-    from ..analysis.verdicts import counts
-
     by_family = {family: {claim.id: claim for claim in results} for family, results in families.items()}
     statements = {}
     for results in families.values():
@@ -68,9 +73,7 @@ def _side_by_side(families: dict) -> None:
                   f"{_figure(claims[claim_id])}, n = {claims[claim_id].n}: **{claims[claim_id].verdict}**")
                  for claims in by_family.values()]
         click.echo(f"| {claim_id} | {statement} | " + " | ".join(cells) + " |")
-    totals = [counts(results) for results in families.values()]
-    click.echo("| | verdicts | " + " | ".join(", ".join(f"{total[v]} {v}" for v in total) for total in totals)
-               + " |")
+    click.echo("| | verdicts | " + " | ".join(_tally(results) for results in families.values()) + " |")
 
 
 def _text(results) -> None:
@@ -119,7 +122,7 @@ def claims(paths, as_json, markdown, split_by, side_by_side, planned, scale) -> 
     claim's margin δ by a TOST, inconclusive), from the records only."""
     from ..analysis.claims import claims_of  # reads runs as the figures do (matplotlib, seaborn)
     from ..analysis.statistics import ALPHA
-    from ..analysis.verdicts import MIN_SEEDS, VERDICTS, counts
+    from ..analysis.verdicts import MIN_SEEDS
 
     if not find_run_dirs(paths):
         raise InputError(f"no runs (directories with config.json) under {', '.join(paths)}")
@@ -149,11 +152,10 @@ def claims(paths, as_json, markdown, split_by, side_by_side, planned, scale) -> 
             _text(results)
         payload["families"][group or "all"] = entry
         if not as_json and not planned:
-            total = counts(results)
             if markdown:
                 click.echo()
             tested = sum(claim.p is not None for claim in results)
-            click.echo(", ".join(f"{total[v]} {v}" for v in VERDICTS) + f" (Holm-adjusted over the {tested} claims "
+            click.echo(_tally(results) + f" (Holm-adjusted over the {tested} claims "
                        f"tested at α = {ALPHA:g}; a verdict needs >= {MIN_SEEDS} seeds per arm and spread in each)")
     if as_json:
         echo_json(payload)
